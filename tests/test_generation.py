@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from loupe.errors import InvalidInput, TooLong
 from loupe.generation import generate_with_attention, span_sums
-from loupe.loops import capture_patterns
+from loupe.capture import capture_patterns
 
 PROMPT = "The cat sat on the mat. The dog sat on the"
 

@@ -7,9 +7,9 @@ from transformers import AutoModelForCausalLM
 
 from loupe.errors import InvalidInput
 from loupe.looped_model import load_looped
+from loupe.capture import capture_patterns
 from loupe.loops import (
     LoopSpec,
-    capture_patterns,
     capture_residuals,
     looping,
     readout,

@@ -14,12 +14,10 @@ _CORPUS = [
 ]
 
 
-def build_tiny_gpt2(path: Path, n_layer: int = 2, n_head: int = 4, n_ctx: int = 128, seed: int = 0) -> Path:
-    """A random-init GPT-2 (64-dim, seeded) with a 300-token BPE tokenizer, saved under `path`.
-    Returns `path`; loadable by transformers and so by Loupe as `local/<path.name>`."""
-    import torch
+def _tokenizer():
+    """A 300-token byte-level BPE trained on _CORPUS; BOS = EOS = UNK = id 0."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -28,15 +26,49 @@ def build_tiny_gpt2(path: Path, n_layer: int = 2, n_head: int = 4, n_ctx: int = 
         vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(_CORPUS * 4, trainer)
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
     )
+
+
+def _save(path: Path, model, tokenizer) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_gpt2(path: Path, n_layer: int = 2, n_head: int = 4, n_ctx: int = 128, seed: int = 0) -> Path:
+    """A random-init GPT-2 (64-dim, seeded) with a 300-token BPE tokenizer, saved under `path`.
+    Returns `path`; loadable by transformers and so by Loupe as `local/<path.name>`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    fast = _tokenizer()
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=len(fast), n_positions=n_ctx, n_embd=64, n_layer=n_layer, n_head=n_head, bos_token_id=0, eos_token_id=0
     )
-    model = GPT2LMHeadModel(config)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
+    return _save(path, GPT2LMHeadModel(config), fast)
+
+
+def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int = 0) -> Path:
+    """A random-init 2-layer Llama with grouped-query attention (n_kv_head key/value heads shared
+    by n_head query heads) and rotary positions, saved under `path`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fast = _tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=n_head,
+        num_key_value_heads=n_kv_head,
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return _save(path, LlamaForCausalLM(config), fast)

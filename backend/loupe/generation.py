@@ -1,12 +1,12 @@
 """KV-cache generation that records, for every generated token, where each head's attention went.
 
-With the KV cache, each step after the prompt runs one new position, so `hook_pattern` fires with a
-single query row `[batch, head, 1, key_pos]`; the prompt pass fires with the whole prompt, of which
-only the last row (the one that predicts the first new token) matters. For every head, only three
+With the KV cache, each step after the prompt runs one new position, so attention is recorded
+(capture.py) with a single query row `[batch, head, 1, key_pos]`; the prompt pass records the whole
+prompt, of which only the last row (the one that predicts the first new token) matters. For every head, only three
 sums of that row are kept: attention to BOS (key 0), to the rest of the prompt (keys 1..P-1), and
 to the tokens generated so far (keys P..). Generated token i is predicted by the query at position
-P-1+i, which sees i generated keys. A looped model fires each hook once per iteration, so the sums
-keep Loupe's `[iteration, layer, head]` layout; it runs without the KV cache (see below).
+P-1+i, which sees i generated keys. A looped model records each layer once per iteration, so the
+sums keep Loupe's `[iteration, layer, head]` layout; it runs without the KV cache (see below).
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InvalidInput, TooLong
-from .loops import stack_iterations
+from .capture import recording_attention
+from .loops import by_iteration
 from .model_store import LoadedModel
 
 SPANS = ("bos", "prompt", "generated")
@@ -68,8 +69,8 @@ def generate_with_attention(
     KV cache (a looped model: without), greedily (temperature None) or by sampling with a seeded generator, stopping after a
     token in `stop_ids`. Records each head's attention sums for every generated token.
 
-    The caller must hold model.lock: hooks are global state on the model; they are removed even
-    on error."""
+    The caller must hold model.lock: recording changes the model for its duration (restored even
+    on error)."""
     if prompt_ids.ndim != 2 or prompt_ids.shape[0] != 1:
         raise InvalidInput("Generation takes one prompt at a time.")
     n_prompt = prompt_ids.shape[1]
@@ -79,40 +80,34 @@ def generate_with_attention(
         raise TooLong(
             f"The prompt is {n_prompt} tokens; with {max_new_tokens} new tokens it exceeds {model.id}'s context of {model.n_ctx}."
         )
-    names = model.pattern_hook_names()
-    rows: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    rows: dict[tuple[int, int], torch.Tensor] = {}
 
-    def record(pattern: torch.Tensor, hook) -> torch.Tensor:  # pattern: [1, head, query_pos, key_pos]
-        rows[hook.name].append(pattern[0, :, -1])  # [head, key_pos]: the row that predicts the next token
-        return pattern
+    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+        rows[iteration, layer] = probs[0, :, -1].clone()  # [head, key_pos]: the row that predicts the next token
 
     generator = torch.Generator().manual_seed(seed) if temperature is not None else None
     stops = set(stop_ids)
     new_ids: list[torch.Tensor] = []
     sums: list[torch.Tensor] = []
-    bridge = model.bridge
     # A looped model re-runs its blocks within one forward, and an HF cache would grow on every
     # repeated call: it recomputes the whole sequence each step instead (the same rows, slower).
     cached = model.n_iterations == 1
-    with torch.inference_mode(), bridge.hooks(fwd_hooks=[(name, record) for name in names]):
-        if cached:
-            logits, past = bridge(prompt_ids, return_type="logits_and_cache", use_cache=True)  # [1, pos, d_vocab]
-        else:
-            logits, sequence = bridge(prompt_ids, use_cache=False), prompt_ids  # [1, pos, d_vocab]
+    with recording_attention(model, keep) as recorder:
+        logits, past = recorder.forward(prompt_ids, use_cache=cached)  # [1, 1, d_vocab]
+        sequence = prompt_ids
         for step in range(max_new_tokens):
-            step_rows = stack_iterations(rows, names)  # [iteration, layer, head, key_pos]
-            sums.append(span_sums(step_rows.float(), n_prompt))  # [iteration, layer, head, 3]
-            for name in names:
-                rows[name].clear()
-            token = _pick(logits[:, -1], temperature, generator)  # [1, 1]
+            step_rows = torch.stack([torch.stack(row) for row in by_iteration(rows, model.n_layers)])
+            sums.append(span_sums(step_rows, n_prompt))  # [iteration, layer, head, 3]
+            rows.clear()
+            token = _pick(logits[:, -1].float(), temperature, generator)  # [1, 1]
             new_ids.append(token[0])
             if int(token) in stops or step == max_new_tokens - 1:
                 break
             if cached:
-                logits, past = bridge(token, return_type="logits_and_cache", past_key_values=past)  # [1, 1, d_vocab]
+                logits, past = recorder.forward(token, past=past, use_cache=True)
             else:
                 sequence = torch.cat([sequence, token], dim=1)  # [1, pos + 1]
-                logits = bridge(sequence, use_cache=False)  # [1, pos + 1, d_vocab]
+                logits, _ = recorder.forward(sequence)
     spans = torch.stack(sums)  # [new, iteration, layer, head, 3]
     return Generation(
         prompt_ids=prompt_ids[0].clone(),

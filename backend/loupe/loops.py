@@ -12,9 +12,9 @@ sets either up for one forward pass. Early exit (`readout`) is the final norm an
 applied to the residual after the last looped layer of each iteration.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from pydantic import BaseModel, Field
@@ -26,6 +26,8 @@ from .model_store import LoadedModel
 Keep = Callable[[torch.Tensor, str], Any]
 
 MAX_TIMES = 16
+
+T = TypeVar("T")
 
 
 class LoopSpec(BaseModel):
@@ -86,17 +88,35 @@ def run_recording(
     return output, firings
 
 
-def stack_iterations(firings: dict[str, list[torch.Tensor]], hook_names: Sequence[str]) -> torch.Tensor:
-    """[iteration, layer, ...] from per-layer firing lists.
-
-    Layers that fire K times give K iterations. In a retrofit loop the layers outside it fire
-    once; their single firing is repeated at every iteration (it is the same activation the
-    model used whatever the iteration). Any other unevenness is an error.
-    """
-    counts = [len(firings[name]) for name in hook_names]
+def iterations_of(counts: Sequence[int]) -> int:
+    """The iteration count of a pass from how often each layer's hook fired: layers in a loop
+    fire K times; in a retrofit loop the layers outside it fire once (their single firing is the
+    same activation at every iteration). Any other unevenness is an error."""
     n_iterations = max(counts, default=0)
     if n_iterations == 0 or any(count not in (1, n_iterations) for count in counts):
         raise RuntimeError(f"hooks fired unevenly across layers: {sorted(set(counts))}")
+    return n_iterations
+
+
+def by_iteration(kept: Mapping[tuple[int, int], T], n_layers: int) -> list[list[T]]:
+    """[iteration][layer] from values kept per (iteration, layer) firing; a layer that fired once
+    in a multi-iteration pass contributes its one value at every iteration."""
+    counts = [0] * n_layers
+    for _, layer in kept:
+        counts[layer] += 1
+    n_iterations = iterations_of(counts)
+    return [[kept[iteration if counts[layer] > 1 else 0, layer] for layer in range(n_layers)] for iteration in range(n_iterations)]
+
+
+def stack_by_iteration(kept: Mapping[tuple[int, int], Mapping[str, torch.Tensor]], n_layers: int) -> dict[str, torch.Tensor]:
+    """name -> [iteration, layer, ...] from named tensors kept per (iteration, layer) firing."""
+    grid = by_iteration(kept, n_layers)
+    return {name: torch.stack([torch.stack([cell[name] for cell in row]) for row in grid]) for name in grid[0][0]}
+
+
+def stack_iterations(firings: dict[str, list[torch.Tensor]], hook_names: Sequence[str]) -> torch.Tensor:
+    """[iteration, layer, ...] from per-layer firing lists; a single firing repeats at every iteration."""
+    n_iterations = iterations_of([len(firings[name]) for name in hook_names])
     per_layer = [torch.stack(firings[name] * (n_iterations // len(firings[name]))) for name in hook_names]
     return torch.stack(per_layer, dim=1)  # [iteration, layer, ...]
 
@@ -138,10 +158,10 @@ def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple
 
 
 @contextmanager
-def _retrofit(model: LoadedModel, start: int, end: int, times: int) -> Iterator[None]:
+def _retrofit(blocks: Sequence[torch.nn.Module], start: int, end: int, times: int) -> Iterator[None]:
     """Blocks start..end run `times` times in a row: when block `end` returns, the loop re-calls
-    start..end with the arguments each received from the model's own forward."""
-    blocks = model.bridge.blocks
+    start..end with the arguments each received from the model's own forward. `blocks`: the
+    bridge's block components, or the HF blocks they wrap when the HF model runs unwrapped."""
     calls: dict[int, tuple[tuple, dict]] = {}
     state = {"replaying": False}
 
@@ -179,11 +199,12 @@ def _retrofit(model: LoadedModel, start: int, end: int, times: int) -> Iterator[
 
 
 @contextmanager
-def looping(model: LoadedModel, spec: LoopSpec | None) -> Iterator[None]:
+def looping(model: LoadedModel, spec: LoopSpec | None, native: bool = False) -> Iterator[None]:
     """Apply `spec` to the model for the duration of the block; the caller holds model.lock.
 
     Natively looped model: `times` replaces the loop count. Plain model: a retrofit loop of
-    layers start..end, `times` times (times None or 1: the model as it is)."""
+    layers start..end, `times` times (times None or 1: the model as it is), on the bridge's
+    blocks, or with `native` on the HF blocks they wrap (capture.py runs those unwrapped)."""
     if spec is None:
         yield
         return
@@ -201,23 +222,9 @@ def looping(model: LoadedModel, spec: LoopSpec | None) -> Iterator[None]:
         yield
         return
     start, end = loop_layers(model, spec)
-    with _retrofit(model, start, end, spec.times):
+    blocks = [block.original_component for block in model.bridge.blocks] if native else model.bridge.blocks
+    with _retrofit(blocks, start, end, spec.times):
         yield
-
-
-def capture_patterns(
-    model: LoadedModel, tokens: torch.Tensor, loop: LoopSpec | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and every attention pattern of one forward pass.
-
-    tokens: [batch, pos]. Returns (logits [batch, pos, d_vocab],
-    pattern [iteration, layer, batch, head, query_pos, key_pos] float32).
-    """
-    names = model.pattern_hook_names()
-    with looping(model, loop):
-        logits, firings = run_recording(model, tokens, names)
-    pattern = stack_iterations(firings, names).float()  # [iteration, layer, batch, head, query_pos, key_pos]
-    return logits, pattern
 
 
 def resid_hook_names(model: LoadedModel) -> list[str]:

@@ -3,7 +3,9 @@
 import torch
 from pydantic import BaseModel, Field
 
-from ..loops import LoopSpec, capture_patterns
+from ..capture import recording_attention
+from ..codec import PatternStore
+from ..loops import LoopSpec, stack_by_iteration
 from ..model_store import LoadedModel
 from .registry import AnalysisOutput, Inputs, register, require_text, rounded
 
@@ -31,16 +33,17 @@ STAT_DESCRIPTIONS = {
 }
 
 
-def head_stats(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head]."""
+def head_stats(pattern: torch.Tensor, scratch: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head].
+    scratch: a float32 tensor shaped like pattern that may be overwritten (spares an allocation)."""
     n_pos = pattern.shape[-1]
     pos = torch.arange(n_pos)
     zero = pattern.new_zeros(pattern.shape[:-2])
     bos = pattern[..., 1:, 0].mean(-1) if n_pos > 1 else zero
     previous = pattern[..., pos[2:], pos[2:] - 1].mean(-1) if n_pos > 2 else zero
-    own = pattern[..., pos, pos].mean(-1)
+    own = pattern.diagonal(dim1=-2, dim2=-1).mean(-1)
     visible = torch.log(pos[1:].float() + 1)  # log of keys visible to queries 1..T-1
-    plogp = torch.where(pattern > 0, pattern * pattern.clamp_min(1e-12).log(), torch.zeros_like(pattern))
+    plogp = torch.xlogy(pattern, pattern, out=torch.empty_like(pattern) if scratch is None else scratch)
     entropy = (-plogp.sum(-1)[..., 1:] / visible).mean(-1) if n_pos > 1 else zero
     return {"bos": bos, "previous_token": previous, "self": own, "entropy": entropy}
 
@@ -49,19 +52,28 @@ def head_stats(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
 def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> AnalysisOutput:
     """Attention pattern of every iteration, layer and head on the text (BOS prepended as the
     model expects), equal to the model's own attention probabilities. Patterns are stored per
-    head and served by GET /api/analyses/{id}/attention; the summary holds per-head stats."""
+    head and served by GET /api/analyses/{id}/attention; the summary holds per-head stats.
+    Everything is taken from each layer's probabilities inside the one forward pass."""
     tokens = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, pos]
     inputs.progress("forward", 0.1)
-    _, pattern = capture_patterns(model, tokens, params.loop)  # [iteration, layer, 1, head, query_pos, key_pos]
-    pattern = pattern[:, :, 0]  # [iteration, layer, head, query_pos, key_pos]
-    stats = head_stats(pattern)
+    patterns = PatternStore()
+    stats: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+
+    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+        # probs, scratch: [1, head, query_pos, key_pos]; stats first: storing overwrites scratch
+        stats[iteration, layer] = head_stats(probs[0], scratch[0])  # each [head]
+        patterns.add(iteration, layer, probs[0], scratch[0])
+
+    with recording_attention(model, keep, params.loop) as recorder:
+        recorder.forward(tokens)
+    stacked = stack_by_iteration(stats, model.n_layers)  # stat -> [iteration, layer, head]
     result = Attention(
         tokens=model.str_tokens(tokens[0]),
         token_ids=tokens[0].tolist(),
-        n_iterations=pattern.shape[0],
-        n_layers=pattern.shape[1],
-        n_heads=pattern.shape[2],
-        head_stats={name: rounded(value) for name, value in stats.items()},
+        n_iterations=next(iter(stacked.values())).shape[0],
+        n_layers=model.n_layers,
+        n_heads=model.n_heads,
+        head_stats={name: rounded(value) for name, value in stacked.items()},
         stat_descriptions=STAT_DESCRIPTIONS,
     )
-    return AnalysisOutput(result=result, patterns=pattern)
+    return AnalysisOutput(result=result, patterns=patterns)

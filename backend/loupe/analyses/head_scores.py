@@ -4,7 +4,9 @@ import torch
 from pydantic import BaseModel, Field
 
 from ..errors import TooLong
-from ..loops import LoopSpec, capture_patterns
+from ..capture import recording_attention
+from ..codec import PatternStore
+from ..loops import LoopSpec, stack_by_iteration
 from ..model_store import LoadedModel
 from .registry import AnalysisOutput, Inputs, register, rounded
 from .scores import SCORE_FORMULAS, repeated_random_tokens, score_heads
@@ -55,18 +57,27 @@ def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> 
         raise TooLong(f"1 + 2 * seq_len = {1 + 2 * params.seq_len} exceeds {model.id}'s context of {model.n_ctx}.")
     tokens = repeated_random_tokens(_candidate_vocab(model), params.batch, params.seq_len, _bos_id(model), params.seed)
     inputs.progress("forward", 0.1)  # tokens: [batch, 1 + 2 * seq_len]
-    _, pattern = capture_patterns(model, tokens, params.loop)  # [iteration, layer, batch, head, query_pos, key_pos]
-    scores = score_heads(pattern, params.seq_len)  # each [iteration, layer, head]
+    patterns = PatternStore()
+    scores: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+
+    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+        # probs, scratch: [batch, head, query_pos, key_pos]
+        scores[iteration, layer] = score_heads(probs, params.seq_len)  # each [head]
+        patterns.add(iteration, layer, probs[0], scratch[0])
+
+    with recording_attention(model, keep, params.loop) as recorder:
+        recorder.forward(tokens)
+    stacked = stack_by_iteration(scores, model.n_layers)  # score -> [iteration, layer, head]
     return AnalysisOutput(
         result=HeadScores(
             params=params,
             formulas=SCORE_FORMULAS,
-            scores={name: rounded(value) for name, value in scores.items()},
+            scores={name: rounded(value) for name, value in stacked.items()},
             tokens=model.str_tokens(tokens[0]),
             token_ids=tokens[0].tolist(),
-            n_iterations=pattern.shape[0],
-            n_layers=pattern.shape[1],
-            n_heads=pattern.shape[3],
+            n_iterations=next(iter(stacked.values())).shape[0],
+            n_layers=model.n_layers,
+            n_heads=model.n_heads,
         ),
-        patterns=pattern[:, :, 0],  # [iteration, layer, head, query_pos, key_pos]
+        patterns=patterns,
     )

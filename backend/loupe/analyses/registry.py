@@ -11,6 +11,7 @@ import torch
 from pydantic import BaseModel
 
 from ..errors import InvalidInput
+from ..codec import PatternStore
 from ..hashing import content_key
 
 
@@ -28,7 +29,7 @@ class AnalysisOutput:
     """A summary result (small, JSON) and optionally patterns to store per head."""
 
     result: BaseModel
-    patterns: torch.Tensor | None = None  # [iteration, layer, head, query_pos, key_pos]
+    patterns: PatternStore | None = None  # every (iteration, layer, head)'s pattern, in stored form
 
 
 @dataclass(frozen=True)

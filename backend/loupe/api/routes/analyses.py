@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from ...analyses import REGISTRY, AnalysisSpec, Inputs
-from ...codec import decode_pattern, decode_thumbnails, pattern_blobs
+from ...codec import decode_pattern, decode_thumbnails
 from ...db.tables import Analysis
 from ...errors import AppError, InvalidInput, NotFound, TooLong, UnknownAnalysis
 from ..deps import CacheDep, JobsDep, SettingsDep, StoreDep, TokenDep
@@ -121,7 +121,7 @@ def create_analysis(
             model = store.get(body.model)
             with model.lock:
                 output = spec.fn(model, params, Inputs(text=text, max_tokens=settings.max_tokens, progress=progress))
-            blobs = pattern_blobs(output.patterns) if output.patterns is not None else []
+            blobs = output.patterns.blobs() if output.patterns is not None else []
             return output.result.model_dump(mode="json"), blobs
 
         future = jobs.submit(key, compute, on_new=lambda: cache.begin(key, spec.name, spec.version, body.model, request))

@@ -1,0 +1,251 @@
+"""Attention capture inside the model's own forward pass.
+
+TransformerBridge recomputes attention in Python so that every intermediate has a hook; that
+costs ~1.5x the model's own SDPA forward at T = 1024 before any pattern is kept (bench/RESULTS.md).
+Patterns need none of those intermediates. So for a pattern capture the bridge's components are
+swapped back to the HF modules they wrap, and the HF model runs with Loupe's attention function,
+registered through transformers' AttentionInterface: the same computation as the model's eager
+attention (scores, its own mask, softmax, weights x values), with the scores in one scratch
+buffer reused by every layer, and every layer's probabilities handed to a callback while they
+exist. Nothing else is kept unless the callback keeps it, and the logits of all but the last
+position are not computed unless asked for.
+
+Models whose HF class does not route attention through the AttentionInterface fall back to the
+bridge's `hook_pattern` (slower, same values). Either way the callback sees
+`(iteration, layer, probs [batch, head, query_pos, key_pos] float32, scratch)`, iteration being
+the how-many-th firing of that layer in this forward pass (loops: see loops.py), and `scratch` a
+float32 tensor of the same shape that it may overwrite.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .loops import LoopSpec, by_iteration, looping
+from .model_store import LoadedModel
+
+ATTENTION = "loupe_capture"
+
+OnPattern = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+# Keyword arguments of an attention call that change its math beyond scores + mask + softmax
+# (Gemma's soft-capping, gpt-oss' sinks): such calls run the model's own eager function.
+_UNSUPPORTED = ("softcap", "s_aux", "sinks")
+
+
+@dataclass
+class _Recording:
+    layer_of: dict[int, int]  # id(HF attention module) -> layer
+    on_pattern: OnPattern
+    counts: list[int]
+    scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def buffers(self, new_empty: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, probs): two buffers reused by every layer of a pass. A fresh [batch, head, T, T]
+        tensor per layer costs its page faults every time: at T = 1024 softmax into a new tensor
+        takes 18 ms, into a reused one 4 ms."""
+        if self.scratch is None or self.scratch[0].shape != shape:
+            self.scratch = (new_empty(shape), new_empty(shape))
+        return self.scratch
+
+    def fire(self, module: torch.nn.Module, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+        layer = self.layer_of[id(module)]
+        self.counts[layer] += 1
+        self.on_pattern(self.counts[layer] - 1, layer, probs, scratch)
+
+
+_active: ContextVar[_Recording | None] = ContextVar("loupe_attention_recording", default=None)
+
+
+def _eager_of(module: torch.nn.Module) -> Callable[..., Any]:
+    """The model's own eager attention function (its modeling module's `eager_attention_forward`)."""
+    import importlib
+
+    return importlib.import_module(type(module).__module__).eager_attention_forward
+
+
+def capture_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Eager attention (query [batch, head, q, d], key/value [batch, kv_head, k, d]) that hands
+    its probabilities to the active recording. Returns (output [batch, q, head, d], None)."""
+    recording = _active.get()
+    if recording is None or any(kwargs.get(name) is not None for name in _UNSUPPORTED) or dropout:
+        output, probs = _eager_of(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        if recording is not None:
+            recording.fire(module, probs.float(), torch.empty_like(probs, dtype=torch.float32))
+        return output, None
+    if key.shape[1] != query.shape[1]:  # grouped-query attention: each kv head serves several query heads
+        repeats = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(repeats, dim=1), value.repeat_interleave(repeats, dim=1)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores, probs = recording.buffers(query.new_empty, (*query.shape[:-1], key.shape[-2]))  # [batch, head, q, k]
+    torch.matmul(query * scale, key.transpose(-1, -2), out=scores)
+    if attention_mask is not None:
+        scores.add_(attention_mask[..., : key.shape[-2]])
+    torch._softmax(scores, -1, False, out=probs)
+    output = torch.matmul(probs, value).transpose(1, 2)
+    recording.fire(module, probs if probs.dtype == torch.float32 else probs.float(), scores.float())
+    return output, None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import eager_mask
+
+    AttentionInterface.register(ATTENTION, capture_attention)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)  # the additive float mask eager attention gets
+
+
+_register()
+
+
+def runs_natively(model: LoadedModel) -> bool:
+    """Whether the model's HF classes call attention through the AttentionInterface."""
+    hf = model.bridge.original_model
+    return bool(getattr(hf, "_supports_attention_backend", False)) and all(
+        getattr(block.attn, "original_component", None) is not None for block in model.bridge.blocks
+    )
+
+
+@contextmanager
+def _unwrapped(hf: torch.nn.Module) -> Iterator[None]:
+    """Within the block the HF model holds its own modules again: every TransformerBridge component
+    placed in its tree is swapped back to the module it wraps (restored afterwards, even on error)."""
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def unwrap(parent: torch.nn.Module) -> None:
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, GeneralizedComponent) and child.original_component is not None:
+                parent._modules[name] = child.original_component
+                swapped.append((parent, name, child))
+                child = child.original_component
+            if child is not None:
+                unwrap(child)
+
+    try:
+        unwrap(hf)
+        yield
+    finally:
+        for parent, name, child in reversed(swapped):
+            parent._modules[name] = child
+
+
+@contextmanager
+def _attention_implementation(hf: torch.nn.Module, name: str) -> Iterator[None]:
+    configs = {id(module.config): module.config for module in hf.modules() if hasattr(module, "config")}
+    saved = {key: config._attn_implementation for key, config in configs.items()}
+    try:
+        for config in configs.values():
+            config._attn_implementation = name
+        yield
+    finally:
+        for key, config in configs.items():
+            config._attn_implementation = saved[key]
+
+
+class AttentionRecorder:
+    """Forward passes that hand every layer's attention probabilities to `on_pattern`.
+
+    `forward(tokens)` runs one pass and returns the logits: of the last position only, unless
+    `all_logits`; `past` and `use_cache` give KV-cached generation. `native` says which path runs.
+    """
+
+    def __init__(self, model: LoadedModel, on_pattern: OnPattern, native: bool):
+        self.model = model
+        self.native = native
+        self.recording = _Recording(
+            {id(block.attn.original_component): layer for layer, block in enumerate(model.bridge.blocks)},
+            on_pattern,
+            [0] * model.n_layers,
+        )
+
+    @property
+    def counts(self) -> list[int]:
+        """How often each layer fired in the last forward pass."""
+        return list(self.recording.counts)
+
+    def forward(
+        self, tokens: torch.Tensor, *, all_logits: bool = False, past: Any = None, use_cache: bool = False
+    ) -> tuple[torch.Tensor, Any]:
+        """(logits [batch, pos or 1, d_vocab], the KV cache or None) of one pass over tokens [batch, pos]."""
+        self.recording.counts[:] = [0] * self.model.n_layers
+        if self.native:
+            output = self.model.bridge.original_model(
+                tokens, past_key_values=past, use_cache=use_cache, logits_to_keep=0 if all_logits else 1
+            )
+            return output.logits, output.past_key_values if use_cache else None
+        if use_cache:
+            logits, cache = self.model.bridge(
+                tokens, return_type="logits_and_cache", use_cache=True, **({"past_key_values": past} if past is not None else {})
+            )
+            return (logits if all_logits else logits[:, -1:]), cache
+        logits = self.model.bridge(tokens, use_cache=False)
+        return (logits if all_logits else logits[:, -1:]), None
+
+
+@contextmanager
+def recording_attention(
+    model: LoadedModel, on_pattern: OnPattern, loop: LoopSpec | None = None, native: bool | None = None
+) -> Iterator[AttentionRecorder]:
+    """An AttentionRecorder for the duration of the block (`loop` applied); the caller holds
+    model.lock. `native` None: the model's own forward where it can, else the bridge's hooks."""
+    native = runs_natively(model) if native is None else native
+    recorder = AttentionRecorder(model, on_pattern, native)
+    with torch.inference_mode():
+        if native:
+            hf = model.bridge.original_model
+            token = _active.set(recorder.recording)
+            try:
+                # looping first: it finds the HF blocks through the bridge's components
+                with looping(model, loop, native=True), _unwrapped(hf), _attention_implementation(hf, ATTENTION):
+                    yield recorder
+            finally:
+                _active.reset(token)
+                recorder.recording.scratch = None
+            return
+
+        def hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+            def record(pattern: torch.Tensor, hook: Any) -> torch.Tensor:
+                recorder.recording.counts[layer] += 1
+                probs = pattern.float()
+                on_pattern(recorder.recording.counts[layer] - 1, layer, probs, torch.empty_like(probs))
+                return pattern
+
+            return record
+
+        hooks = [(name, hook(layer)) for layer, name in enumerate(model.pattern_hook_names())]
+        with model.bridge.hooks(fwd_hooks=hooks), looping(model, loop):
+            yield recorder
+
+
+def capture_patterns(
+    model: LoadedModel, tokens: torch.Tensor, loop: LoopSpec | None = None, native: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and every attention pattern of one forward pass, all in float32 (for tests and
+    small inputs; analyses keep only what they need from inside the pass).
+
+    tokens: [batch, pos]. Returns (logits [batch, pos, d_vocab],
+    pattern [iteration, layer, batch, head, query_pos, key_pos])."""
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+
+    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+        kept[iteration, layer] = probs.clone()
+
+    with recording_attention(model, keep, loop, native) as recorder:
+        logits, _ = recorder.forward(tokens, all_logits=True)
+    grid = by_iteration(kept, model.n_layers)  # [iteration][layer] -> [batch, head, query_pos, key_pos]
+    return logits.float(), torch.stack([torch.stack(row) for row in grid])
