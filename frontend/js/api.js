@@ -90,17 +90,43 @@ function query(params) {
   return new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
 }
 
-/** One head's pattern as T rows of Float32Array (query positions), from the compact uint16 format. */
-export async function getPattern(id, { layer, head, iteration }) {
-  const path = `/api/analyses/${encodeURIComponent(id)}/attention?${query({ layer, head, iteration, format: "u16" })}`;
+const CODECS = { "tri-u16-zlib": "triangle", "full-u16-zlib": "full" };
+const patterns = new Map(); // path -> Promise of rows: a pattern asked for early (prefetch) is fetched once
+
+/**
+ * One head's pattern as T rows of Float32Array (query positions), from its stored bytes
+ * (format=stored, 0.12 MB at T = 1024 against 2.1 MB of uint16): a zlib stream that the browser
+ * inflates itself, holding n uint16 as n low bytes then n high bytes, n = T(T+1)/2 for the causal
+ * lower triangle (row q holds keys 0..q) or T*T.
+ */
+export function getPattern(id, { layer, head, iteration }) {
+  const path = `/api/analyses/${encodeURIComponent(id)}/attention?${query({ layer, head, iteration, format: "stored" })}`;
+  if (!patterns.has(path)) {
+    const loading = fetchPattern(path);
+    loading.catch(() => patterns.delete(path)); // a failure is not cached: asking again retries
+    patterns.set(path, loading);
+    if (patterns.size > 16) patterns.delete(patterns.keys().next().value);
+  }
+  return patterns.get(path);
+}
+
+async function fetchPattern(path) {
   const response = await send(path);
-  const [n_query, n_key] = (response.headers.get("X-Shape") || "").split(",").map(Number);
-  const raw = new Uint16Array(await response.arrayBuffer()); // [query_pos * key_pos], little-endian on every browser platform
-  if (!(n_query * n_key === raw.length)) throw new ApiError(`Malformed pattern from ${path}.`, "bad_response", 500);
+  const [nQuery, nKey] = (response.headers.get("X-Shape") || "").split(",").map(Number);
+  const layout = CODECS[response.headers.get("X-Codec")];
+  const bytes = new Uint8Array(
+    await new Response(response.body.pipeThrough(new DecompressionStream("deflate"))).arrayBuffer(),
+  );
+  const n = layout === "triangle" ? (nQuery * (nQuery + 1)) / 2 : nQuery * nKey;
+  if (!layout || !(bytes.length === 2 * n) || (layout === "triangle" && nQuery !== nKey)) {
+    throw new ApiError(`Malformed pattern from ${path}.`, "bad_response", 500);
+  }
   const rows = [];
-  for (let q = 0; q < n_query; q++) {
-    const row = new Float32Array(n_key);
-    for (let k = 0; k < n_key; k++) row[k] = raw[q * n_key + k] / 65535;
+  let i = 0;
+  for (let q = 0; q < nQuery; q++) {
+    const row = new Float32Array(nKey); // keys past the triangle stay 0
+    const stored = layout === "triangle" ? q + 1 : nKey;
+    for (let k = 0; k < stored; k++, i++) row[k] = (bytes[i] | (bytes[n + i] << 8)) / 65535;
     rows.push(row);
   }
   return rows; // [query_pos][key_pos]

@@ -80,27 +80,43 @@ export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmi
   });
 }
 
+// Past this many tokens the head heatmap uses positions on its axes: a categorical axis of T
+// labels makes Plotly lay out T ticks per axis (seconds at T = 1024), and they would not be legible.
+const MAX_CATEGORY_TOKENS = 256;
+
 /** One head's attention pattern: query tokens down, key tokens across; hover "query → key: weight". */
 export function patternHeatmap(el, tokens, rows, { title = "" } = {}) {
-  const labels = tokenLabels(tokens);
   const n = tokens.length;
+  const categorical = n <= MAX_CATEGORY_TOKENS;
+  const labels = tokenLabels(tokens);
   const trace = {
     type: "heatmap",
     z: rows, // [query_pos][key_pos]
-    x: labels,
-    y: labels,
     zmin: 0,
     zmax: 1,
     colorscale: BLUES,
     colorbar: { thickness: 12, outlinewidth: 0, title: { text: "weight", side: "right" } },
-    hovertemplate: "%{y} → %{x}: %{z:.3f}<extra></extra>",
     hoverongaps: false,
   };
-  const axis = {
-    type: "category", showgrid: false, zeroline: false, automargin: true,
-    tickfont: { size: n > 48 ? 9 : 11 },
-    dtick: n <= 48 ? 1 : undefined, // every token while they fit, else Plotly thins the labels
-  };
+  let axis;
+  if (categorical) {
+    Object.assign(trace, { x: labels, y: labels, hovertemplate: "%{y} → %{x}: %{z:.3f}<extra></extra>" });
+    axis = {
+      type: "category", showgrid: false, zeroline: false, automargin: true,
+      tickfont: { size: n > 48 ? 9 : 11 },
+      dtick: n <= 48 ? 1 : undefined, // every token while they fit, else Plotly thins the labels
+    };
+  } else {
+    // Positions on the axes, a token label every `step` positions; the hover names both tokens
+    // through the readout line below the plot (a per-cell hover text would be T*T strings).
+    const step = Math.ceil(n / 32);
+    const ticks = [...Array(Math.ceil(n / step)).keys()].map((i) => i * step);
+    Object.assign(trace, { hovertemplate: "query %{y} → key %{x}: %{z:.3f}<extra></extra>" });
+    axis = {
+      type: "linear", showgrid: false, zeroline: false, automargin: true, tickfont: { size: 9 },
+      tickvals: ticks, ticktext: ticks.map((pos) => labels[pos]),
+    };
+  }
   const layout = {
     font: FONT,
     title: title ? { text: plotlyText(title), x: 0, xanchor: "left", font: { size: 14 } } : undefined,
@@ -113,5 +129,32 @@ export function patternHeatmap(el, tokens, rows, { title = "" } = {}) {
   // Square cells: as tall as the panel is wide, on the element so that resizing keeps it.
   el.style.height = `${Math.max(360, Math.min(900, (el.clientWidth || 640) - 20))}px`;
   resizer.observe(el);
-  return Plotly().react(el, [trace], layout, CONFIG);
+  const drawn = Plotly().react(el, [trace], layout, CONFIG);
+  return drawn.then(() => {
+    readout(el, categorical ? null : tokens);
+    return el;
+  });
+}
+
+/** The line under a long pattern that names the hovered query and key tokens (as text, never HTML). */
+function readout(el, tokens) {
+  let line = el.nextElementSibling?.classList.contains("hover-readout") ? el.nextElementSibling : null;
+  el.removeAllListeners?.("plotly_hover");
+  if (!tokens) {
+    line?.remove();
+    return;
+  }
+  if (!line) {
+    line = document.createElement("p");
+    line.className = "hover-readout";
+    line.dataset.testid = "hover-readout";
+    el.after(line);
+  }
+  line.textContent = "Hover a cell to see its query and key tokens.";
+  el.on("plotly_hover", (event) => {
+    const point = event.points?.[0];
+    if (!point) return;
+    const [q, k] = [Number(point.y), Number(point.x)];
+    line.textContent = `query ${q} ${displayToken(tokens[q] ?? "")} → key ${k} ${displayToken(tokens[k] ?? "")}: ${Number(point.z).toFixed(3)}`;
+  });
 }

@@ -426,6 +426,12 @@ function bind() {
 
 async function boot() {
   bind();
+  // A shared link names its head: fetch the pattern now, alongside the model list and the
+  // analysis, instead of after them (renderDetail then finds it in flight or arrived).
+  const linked = readUrl();
+  if (linked.analysis && linked.layer !== null) {
+    api.getPattern(linked.analysis, linked).catch(() => {}); // errors surface when the view asks again
+  }
   try {
     fillModels(await api.listModels());
   } catch (err) {

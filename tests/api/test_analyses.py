@@ -1,5 +1,7 @@
 """The analyses API on a real temp SQLite file and a real tiny model."""
 
+import zlib
+
 from fastapi.testclient import TestClient
 
 from loupe.main import create_app
@@ -54,6 +56,24 @@ def test_u16_slice_matches_json(client):
     assert raw.headers["x-shape"] == f"{T},{T}" and len(raw.content) == 2 * T * T
     values = [int.from_bytes(raw.content[i : i + 2], "little") / 65535 for i in range(0, 2 * T, 2)]
     assert max(abs(a - b) for a, b in zip(values, as_json[0])) < 1e-4
+
+
+def test_stored_slice_decodes_as_documented(client):
+    """format=stored, decoded by the route's documented recipe (not Loupe's codec): zlib, then
+    n low bytes and n high bytes, then the lower triangle row by row."""
+    analysis_id = client.post("/api/analyses", json=ATTENTION).json()["id"]
+    params = {"layer": 1, "head": 2}
+    as_json = client.get(f"/api/analyses/{analysis_id}/attention", params=params).json()["pattern"]
+    stored = client.get(f"/api/analyses/{analysis_id}/attention", params={**params, "format": "stored"})
+    T = len(as_json)
+    assert stored.headers["x-codec"] == "tri-u16-zlib" and stored.headers["x-shape"] == f"{T},{T}"
+    raw = zlib.decompress(stored.content)
+    n = T * (T + 1) // 2
+    assert len(raw) == 2 * n and len(stored.content) < T * T  # smaller than the u16 matrix's half
+    values = iter(raw[i] | raw[n + i] << 8 for i in range(n))
+    rows = [[next(values) / 65535 for _ in range(q + 1)] for q in range(T)]
+    assert max(abs(a - b) for q in range(T) for a, b in zip(rows[q], as_json[q])) < 1e-4
+    assert all(value == 0 for q in range(T) for value in as_json[q][q + 1 :])
 
 
 def test_head_scores_keep_their_test_sequence(client):

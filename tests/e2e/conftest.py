@@ -6,20 +6,29 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from ..server import running_server
+from ..tiny_models import build_tiny_gpt2
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="session")
-def loupe_url(model_dir, looped_model_dir, tmp_path_factory):
-    """Base URL of `python -m loupe` on a free port, serving only `local/gpt2tiny` (the default)
-    and `local/loopedtiny` (3 loop iterations), with an empty cache."""
+def long_model_dir(tmp_path_factory):
+    """A LOUPE_MODEL_DIRS folder holding `gpt2long`: the tiny GPT-2 with a 512-token context."""
+    root = tmp_path_factory.mktemp("long_dirs")
+    build_tiny_gpt2(root / "gpt2long", n_ctx=512)
+    return root
+
+
+@pytest.fixture(scope="session")
+def loupe_url(model_dir, looped_model_dir, long_model_dir, tmp_path_factory):
+    """Base URL of `python -m loupe` on a free port, serving only `local/gpt2tiny` (the default),
+    `local/loopedtiny` (3 loop iterations) and `local/gpt2long`, with an empty cache."""
     root = tmp_path_factory.mktemp("e2e_server")
     (root / "zoo").mkdir()
     env = {
         "LOUPE_DATA_DIR": str(root / "data"),
-        "LOUPE_MODEL_DIRS": f"{model_dir},{looped_model_dir}",
+        "LOUPE_MODEL_DIRS": f"{model_dir},{looped_model_dir},{long_model_dir}",
         "LOUPE_ZOO_DIR": str(root / "zoo"),  # empty: the test must not depend on the embedded model
         "LOUPE_DEFAULT_MODEL": "local/gpt2tiny",
         "LOUPE_HUB_MODELS": "",

@@ -160,10 +160,17 @@ def get_attention(
     layer: Annotated[int, Query()] = 0,
     head: Annotated[int, Query()] = 0,
     iteration: Annotated[int, Query()] = 0,
-    format: Annotated[Literal["json", "u16"], Query(description="`u16`: raw little-endian uint16, value/65535")] = "json",
+    format: Annotated[
+        Literal["json", "u16", "stored"],
+        Query(description="`u16`: raw little-endian uint16, value/65535; `stored`: the stored blob itself (see X-Codec)"),
+    ] = "json",
 ):
     """One head's attention pattern at one iteration: rows are query positions, columns key
-    positions. `format=u16` returns the same matrix as T*T little-endian uint16 (divide by 65535)."""
+    positions. `format=u16` returns the same matrix as T*T little-endian uint16 (divide by 65535).
+    `format=stored` returns the stored bytes untouched, the most compact form (0.12 MB for a
+    T = 1024 head of GPT-2 small against 2.1 MB of u16): a zlib stream of n uint16 values stored
+    as all their low bytes then all their high bytes, where n is T*(T+1)/2 (X-Codec
+    `tri-u16-zlib`: the causal lower triangle, row by row) or T*T (`full-u16-zlib`)."""
     row = _done(cache, analysis_id)
     result = row.result
     _index(iteration, result["n_iterations"], "iteration")
@@ -172,11 +179,13 @@ def get_attention(
     blob = cache.blob(analysis_id, "pattern", iteration, layer, head)
     if blob is None:
         raise NotFound(f"Analysis {analysis_id} stores no attention patterns.")
+    binary_headers = {"X-Shape": ",".join(map(str, blob.shape)), "Cache-Control": "public, max-age=31536000, immutable"}
+    if format == "stored":
+        return Response(content=blob.data, media_type="application/octet-stream", headers={**binary_headers, "X-Codec": blob.codec})
     pattern = decode_pattern(blob.codec, blob.data, blob.shape)
     if format == "u16":
         data = np.rint(pattern * 65535).astype("<u2").tobytes()
-        headers = {"X-Shape": ",".join(map(str, blob.shape)), "Cache-Control": "public, max-age=31536000, immutable"}
-        return Response(content=data, media_type="application/octet-stream", headers=headers)
+        return Response(content=data, media_type="application/octet-stream", headers=binary_headers)
     return HeadPattern(
         tokens=result["tokens"], iteration=iteration, layer=layer, head=head, pattern=np.round(pattern, 5).tolist()
     )
