@@ -2,12 +2,12 @@
 
     .venv/bin/python -m bench.generation [--quick]
 
-Capture is Loupe's `generate_with_attention` (TransformerBridge forward with the KV cache, hooks on
-every layer's `hook_pattern` keeping three sums per head and step); the baseline is transformers'
-`generate` (greedy, KV cache, default SDPA attention) on a bare HF model loaded from the same folder,
-producing the same tokens. Rows: the embedded `retrieval-2l` (tiny: per-step Python overhead
-dominates), a GPT-2-small-shaped random-init model (compute dominates), and the capture's own cost
-(the same bridge loop with no hooks). Timings are interleaved medians (bench.rows.interleaved).
+Capture is Loupe's `generate_with_attention` (the model's own HF forward with the KV cache and
+Loupe's attention function, capture.py, keeping three sums per head and step); the baseline is
+transformers' `generate` (greedy, KV cache, default SDPA attention) on a bare HF model loaded from
+the same folder, producing the same tokens. Rows: the embedded `retrieval-2l` (tiny: per-step
+Python overhead dominates) and a GPT-2-small-shaped random-init model (compute dominates).
+Timings are interleaved medians (bench.rows.interleaved).
 """
 
 import argparse
@@ -26,20 +26,7 @@ RETRIEVAL = "retrieval-2l"
 PROMPT = "alice red fox . bob blue owl . carl green cat . dora gold bee . emma pink elk . ? carl"
 
 
-def _bridge_loop(model, prompt_ids: torch.Tensor, n_new: int) -> torch.Tensor:
-    """The capture's loop without hooks: what the capture itself costs on top of the bridge."""
-    bridge, tokens = model.bridge, []
-    with torch.inference_mode():
-        logits, past = bridge(prompt_ids, return_type="logits_and_cache", use_cache=True)
-        for step in range(n_new):
-            token = logits[:, -1].argmax(-1, keepdim=True)
-            tokens.append(token)
-            if step < n_new - 1:
-                logits, past = bridge(token, return_type="logits_and_cache", past_key_values=past)
-    return torch.cat(tokens, dim=1)[0]
-
-
-def _measure(model, prompt_ids: torch.Tensor, n_new: int, reps: int, with_bridge_loop: bool) -> dict[str, list[float]]:
+def _measure(model, prompt_ids: torch.Tensor, n_new: int, reps: int) -> dict[str, list[float]]:
     from transformers import AutoModelForCausalLM
 
     from loupe.generation import generate_with_attention
@@ -58,10 +45,7 @@ def _measure(model, prompt_ids: torch.Tensor, n_new: int, reps: int, with_bridge
 
     if plain().tolist() != capture().tolist():
         raise RuntimeError(f"{model.id}: capture and HF generate chose different tokens")
-    candidates = {"capture": capture, "hf_generate": plain}
-    if with_bridge_loop:
-        candidates["bridge_loop"] = lambda: _bridge_loop(model, prompt_ids, n_new)
-    return interleaved(candidates, reps)
+    return interleaved({"capture": capture, "hf_generate": plain}, reps)
 
 
 def _row(name: str, times: dict[str, list[float]], baseline: str, baseline_name: str, n_new: int, note: str) -> dict:
@@ -96,18 +80,16 @@ def rows(quick: bool = False) -> list[dict]:
             model = ModelStore(Settings(zoo_dir=zoo, data_dir=Path(tmp) / "data")).get(RETRIEVAL)
             prompt_ids = model.tokenize(PROMPT, model.n_ctx)
             n_new = min(64, model.n_ctx - prompt_ids.shape[1])
-            times = _measure(model, prompt_ids, n_new, reps, with_bridge_loop=True)
+            times = _measure(model, prompt_ids, n_new, reps)
             found.append(_row(f"generation signal ({RETRIEVAL}) vs HF generate", times, "hf_generate", "HF generate, KV cache", n_new,
-                              "a 2-layer d_model-128 model: the TransformerBridge's per-step Python overhead dominates"))  # fmt: skip
-            found.append(_row(f"generation signal ({RETRIEVAL}) vs the same bridge loop without hooks", times, "bridge_loop",
-                              "bridge forward + KV cache, no hooks", n_new, "the cost of the capture itself"))  # fmt: skip
+                              "a 2-layer d_model-128 model: per-step Python overhead dominates"))  # fmt: skip
         if not quick:
             build_model_dir(Path(tmp) / "models")
             store = ModelStore(Settings(model_dirs=[Path(tmp) / "models"], zoo_dir=Path(tmp) / "empty", data_dir=Path(tmp) / "data"))
             model = store.get(f"local/{MODEL_NAME}")
             prompt_ids = torch.randint(1, 400, (1, 128), generator=torch.Generator().manual_seed(0))
             prompt_ids[0, 0] = model.tokenizer.bos_token_id
-            times = _measure(model, prompt_ids, 32, 5, with_bridge_loop=False)
+            times = _measure(model, prompt_ids, 32, 5)
             found.append(_row("generation signal (GPT-2-small shape, T=128) vs HF generate", times, "hf_generate",
                               "HF generate, KV cache", 32, "12 layers x 12 heads, d_model 768, random init"))  # fmt: skip
     return found

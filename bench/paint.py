@@ -22,9 +22,12 @@ _MILESTONES = """() => {
   const found = {};
   for (const entry of performance.getEntriesByType("resource")) {
     const path = new URL(entry.name).pathname;
-    const key = path.endsWith("plotly.min.js") ? "plotly.min.js" : path.endsWith("/attention") ? "pattern"
+    const key = path.includes("/vendor/plotly") ? "plotly" : path.endsWith("/attention") ? "pattern"
       : path.endsWith("/thumbnails") ? "thumbnails" : null;
     if (key) found[key] = entry.responseEnd / 1000;
+  }
+  for (const mark of performance.getEntriesByType("mark")) {
+    if (mark.name.startsWith("loupe:")) found[mark.name.slice(6)] = mark.startTime / 1000;
   }
   found.drawn = performance.now() / 1000;
   return found;

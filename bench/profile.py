@@ -1,11 +1,13 @@
 """`python -m bench.profile [T]`: where the time of one uncached attention analysis goes.
 
-Runs the server's path for one POST in-process, stage by stage (tokenize, forward with the pattern
-hooks, stacking, per-head stats, encoding every head, the SQLite write), next to the forwards it
-is measured against (bare HF with SDPA, HF eager returning its attentions, the bridge without
-hooks), and prints wall and CPU seconds per stage plus a cProfile of the encoding stage. CPU
-seconds (all threads of this process) move less than wall time when other processes share the
-cores, so the split stays readable on a busy machine.
+Runs the server's path for one POST in-process, stage by stage (the analysis: one forward pass
+whose attention function hands each layer's probabilities to the analysis, which takes per-head
+stats and keeps the quantized triangles; then compressing every head; then the SQLite write),
+next to the forwards it is measured against (bare HF with SDPA, with and without the logits of
+every position; HF eager returning its attentions; the TransformerBridge forward), and prints wall
+and CPU seconds per stage plus a cProfile of the compression stage. CPU seconds (all threads of
+this process) move less than wall time when other processes share the cores, so the split stays
+readable on a busy machine.
 """
 
 import cProfile
@@ -51,10 +53,9 @@ def timed_calls(timings: list, module, names: dict[str, str]):
 def main(n_tokens: int = 1024, reps: int = 2) -> None:
     from transformers import AutoModelForCausalLM
 
-    from loupe import loops
+    from loupe import capture, codec
     from loupe.analyses import REGISTRY, Inputs
     from loupe.analyses import attention as attention_module
-    from loupe.codec import pattern_blobs
     from loupe.db.cache import ResultCache
     from loupe.db.engine import init_db, make_engine
 
@@ -71,25 +72,34 @@ def main(n_tokens: int = 1024, reps: int = 2) -> None:
             timings: list = []
             with stage(timings, "reference: bare HF forward (SDPA)"):
                 bench.hf_forward(tokens)
+            with stage(timings, "reference: bare HF forward (SDPA), last logits only"), torch.inference_mode():
+                bench.hf_model(tokens, use_cache=False, logits_to_keep=1)
             with stage(timings, "reference: HF eager forward, output_attentions"), torch.inference_mode():
                 eager(tokens, use_cache=False, output_attentions=True)
-            with stage(timings, "reference: bridge forward, no hooks"), torch.inference_mode():
+            with stage(timings, "reference: TransformerBridge forward, no hooks"), torch.inference_mode():
                 model.bridge(tokens)
             parts: list = []
             with (
-                timed_calls(parts, loops, {"run_recording": "  a forward + pattern hooks", "stack_iterations": "  b stack_iterations"}),
-                timed_calls(parts, attention_module, {"head_stats": "  c head_stats"}),
+                timed_calls(parts, attention_module, {"head_stats": "  b head_stats (per layer, in the pass)"}),
+                timed_calls(parts, codec, {"_stored_form": "  c quantize + triangle (per layer, in the pass)"}),
+                timed_calls(parts, codec, {"_max_pool": "  d thumbnail pooling (per layer, in the pass)"}),
                 stage(timings, "1 attention analysis (spec.fn)"),
                 model.lock,
             ):
                 output = spec.fn(model, spec.params(), inputs)
-            rest = timings[-1][1] - sum(wall for _, wall, _ in parts), timings[-1][2] - sum(cpu for _, _, cpu in parts)
-            timings += parts + [("  d the rest: tokenize, float(), result", *rest)]
+            summed: dict[str, list[float]] = {}
+            for name, wall, cpu in parts:
+                summed.setdefault(name, [0.0, 0.0])
+                summed[name][0] += wall
+                summed[name][1] += cpu
+            total = timings[-1]
+            rest = (total[1] - sum(w for w, _ in summed.values()), total[2] - sum(c for _, c in summed.values()))
+            timings += [("  a forward with Loupe's attention, tokenize, result", *rest)]
+            timings += [(name, wall, cpu) for name, (wall, cpu) in summed.items()]
             profiler = cProfile.Profile()
-            with stage(timings, "2 pattern_blobs (encode 144 heads + thumbnails)"):
+            with stage(timings, f"2 compress {len(output.patterns.values)} layers' heads + thumbnails"):
                 profiler.enable()
-                streamed = getattr(output, "blobs", None)  # an analysis that encodes inside its hooks
-                blobs = streamed if streamed is not None else pattern_blobs(output.patterns)
+                blobs = output.patterns.blobs()
                 profiler.disable()
             result = output.result.model_dump(mode="json")
             key = f"profile-{rep}"
@@ -99,9 +109,9 @@ def main(n_tokens: int = 1024, reps: int = 2) -> None:
             del output, blobs
             if rep == 0:
                 continue
-            print(f"\nT={n_tokens}, round {rep}: stage, wall s, CPU s")
+            print(f"\nT={n_tokens}, round {rep}: stage, wall s, CPU s (capture: {'native' if capture.runs_natively(model) else 'bridge hooks'})")
             for name, wall, cpu in timings:
-                print(f"  {name:<50} {wall:7.2f} {cpu:7.2f}")
+                print(f"  {name:<58} {wall:7.2f} {cpu:7.2f}")
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
             profile_text = out.getvalue()

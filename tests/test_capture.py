@@ -76,7 +76,7 @@ def test_the_bridge_is_restored_after_recording_even_on_error(tiny_model):
 def test_the_callback_sees_each_layer_once_per_iteration(looped_model):
     seen = []
     tokens = looped_model.tokenize("1+2=3?", 64)
-    with looped_model.lock, recording_attention(looped_model, lambda i, layer, probs, scratch: seen.append((i, layer))) as recorder:
+    with looped_model.lock, recording_attention(looped_model, lambda i, layer, probs: seen.append((i, layer))) as recorder:
         logits, _ = recorder.forward(tokens)
     assert sorted(seen) == [(i, layer) for i in range(3) for layer in range(2)]
     assert logits.shape[:2] == (1, 1)  # only the last position's logits are computed

@@ -5,16 +5,16 @@ costs ~1.5x the model's own SDPA forward at T = 1024 before any pattern is kept 
 Patterns need none of those intermediates. So for a pattern capture the bridge's components are
 swapped back to the HF modules they wrap, and the HF model runs with Loupe's attention function,
 registered through transformers' AttentionInterface: the same computation as the model's eager
-attention (scores, its own mask, softmax, weights x values), with the scores in one scratch
-buffer reused by every layer, and every layer's probabilities handed to a callback while they
-exist. Nothing else is kept unless the callback keeps it, and the logits of all but the last
+attention (scores, its own mask, softmax, weights x values), in one buffer reused by every layer
+(scores, then in place their softmax), and every layer's probabilities handed to a callback while
+they exist. Nothing else is kept unless the callback keeps it, and the logits of all but the last
 position are not computed unless asked for.
 
 Models whose HF class does not route attention through the AttentionInterface fall back to the
 bridge's `hook_pattern` (slower, same values). Either way the callback sees
-`(iteration, layer, probs [batch, head, query_pos, key_pos] float32, scratch)`, iteration being
-the how-many-th firing of that layer in this forward pass (loops: see loops.py), and `scratch` a
-float32 tensor of the same shape that it may overwrite.
+`(iteration, layer, probs [batch, head, query_pos, key_pos] float32)`, iteration being the
+how-many-th firing of that layer in this forward pass (loops: see loops.py). `probs` is valid only
+during the call and must not be modified.
 """
 
 from collections.abc import Callable, Iterator
@@ -30,7 +30,7 @@ from .model_store import LoadedModel
 
 ATTENTION = "loupe_capture"
 
-OnPattern = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+OnPattern = Callable[[int, int, torch.Tensor], None]
 
 # Keyword arguments of an attention call that change its math beyond scores + mask + softmax
 # (Gemma's soft-capping, gpt-oss' sinks): such calls run the model's own eager function.
@@ -42,20 +42,19 @@ class _Recording:
     layer_of: dict[int, int]  # id(HF attention module) -> layer
     on_pattern: OnPattern
     counts: list[int]
-    scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+    probs: torch.Tensor | None = None
 
-    def buffers(self, new_empty: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores, probs): two buffers reused by every layer of a pass. A fresh [batch, head, T, T]
-        tensor per layer costs its page faults every time: at T = 1024 softmax into a new tensor
-        takes 18 ms, into a reused one 4 ms."""
-        if self.scratch is None or self.scratch[0].shape != shape:
-            self.scratch = (new_empty(shape), new_empty(shape))
-        return self.scratch
+    def buffer(self, new_empty: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+        """The [batch, head, q, k] buffer every layer of a pass reuses. A fresh one per layer costs
+        its page faults every time: at T = 1024 a softmax into a new tensor takes 18 ms, in place 4 ms."""
+        if self.probs is None or self.probs.shape != shape:
+            self.probs = new_empty(shape)
+        return self.probs
 
-    def fire(self, module: torch.nn.Module, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+    def fire(self, module: torch.nn.Module, probs: torch.Tensor) -> None:
         layer = self.layer_of[id(module)]
         self.counts[layer] += 1
-        self.on_pattern(self.counts[layer] - 1, layer, probs, scratch)
+        self.on_pattern(self.counts[layer] - 1, layer, probs)
 
 
 _active: ContextVar[_Recording | None] = ContextVar("loupe_attention_recording", default=None)
@@ -84,19 +83,19 @@ def capture_attention(
     if recording is None or any(kwargs.get(name) is not None for name in _UNSUPPORTED) or dropout:
         output, probs = _eager_of(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         if recording is not None:
-            recording.fire(module, probs.float(), torch.empty_like(probs, dtype=torch.float32))
+            recording.fire(module, probs.float())
         return output, None
     if key.shape[1] != query.shape[1]:  # grouped-query attention: each kv head serves several query heads
         repeats = query.shape[1] // key.shape[1]
         key, value = key.repeat_interleave(repeats, dim=1), value.repeat_interleave(repeats, dim=1)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores, probs = recording.buffers(query.new_empty, (*query.shape[:-1], key.shape[-2]))  # [batch, head, q, k]
-    torch.matmul(query * scale, key.transpose(-1, -2), out=scores)
+    probs = recording.buffer(query.new_empty, (*query.shape[:-1], key.shape[-2]))  # [batch, head, q, k]
+    torch.matmul(query * scale, key.transpose(-1, -2), out=probs)  # the scores
     if attention_mask is not None:
-        scores.add_(attention_mask[..., : key.shape[-2]])
-    torch._softmax(scores, -1, False, out=probs)
+        probs.add_(attention_mask[..., : key.shape[-2]])
+    torch._softmax(probs, -1, False, out=probs)  # in place: row by row, bitwise equal to torch.softmax
     output = torch.matmul(probs, value).transpose(1, 2)
-    recording.fire(module, probs if probs.dtype == torch.float32 else probs.float(), scores.float())
+    recording.fire(module, probs if probs.dtype == torch.float32 else probs.float())
     return output, None
 
 
@@ -215,14 +214,13 @@ def recording_attention(
                     yield recorder
             finally:
                 _active.reset(token)
-                recorder.recording.scratch = None
+                recorder.recording.probs = None
             return
 
         def hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
             def record(pattern: torch.Tensor, hook: Any) -> torch.Tensor:
                 recorder.recording.counts[layer] += 1
-                probs = pattern.float()
-                on_pattern(recorder.recording.counts[layer] - 1, layer, probs, torch.empty_like(probs))
+                on_pattern(recorder.recording.counts[layer] - 1, layer, pattern.float())
                 return pattern
 
             return record
@@ -242,7 +240,7 @@ def capture_patterns(
     pattern [iteration, layer, batch, head, query_pos, key_pos])."""
     kept: dict[tuple[int, int], torch.Tensor] = {}
 
-    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+    def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:
         kept[iteration, layer] = probs.clone()
 
     with recording_attention(model, keep, loop, native) as recorder:

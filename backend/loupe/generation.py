@@ -82,7 +82,7 @@ def generate_with_attention(
         )
     rows: dict[tuple[int, int], torch.Tensor] = {}
 
-    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
+    def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:
         rows[iteration, layer] = probs[0, :, -1].clone()  # [head, key_pos]: the row that predicts the next token
 
     generator = torch.Generator().manual_seed(seed) if temperature is not None else None

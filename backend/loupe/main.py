@@ -2,10 +2,8 @@
 
 import logging
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import __version__
@@ -18,12 +16,6 @@ from .jobs import JobRunner
 from .model_store import ModelStore
 
 log = logging.getLogger("loupe")
-
-
-def _plotly_js() -> Path:
-    import plotly
-
-    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,12 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await call_next(request)
     for router in (health.router, models.router, analyses.router, datasets.router):
         app.include_router(router, prefix="/api", responses=errors.ERROR_RESPONSES)
-
-    plotly_js = _plotly_js()
-
-    @app.get("/vendor/plotly.min.js", include_in_schema=False)
-    def plotly_bundle() -> FileResponse:
-        return FileResponse(plotly_js, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
     app.mount("/", StaticFiles(directory=settings.frontend_dir, html=True), name="frontend")
     return app

@@ -117,6 +117,7 @@ async function fetchPattern(path) {
   const bytes = new Uint8Array(
     await new Response(response.body.pipeThrough(new DecompressionStream("deflate"))).arrayBuffer(),
   );
+  performance.mark("loupe:pattern-inflated");
   const n = layout === "triangle" ? (nQuery * (nQuery + 1)) / 2 : nQuery * nKey;
   if (!layout || !(bytes.length === 2 * n) || (layout === "triangle" && nQuery !== nKey)) {
     throw new ApiError(`Malformed pattern from ${path}.`, "bad_response", 500);

@@ -4,6 +4,16 @@
 
 const Plotly = () => window.Plotly;
 
+/** Resolves once Plotly has loaded (index.html loads it after this module, so requests go first). */
+export function plotlyReady() {
+  if (window.Plotly) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const script = document.getElementById("plotly-js");
+    script.addEventListener("load", () => resolve(), { once: true });
+    script.addEventListener("error", () => reject(new Error("Plotly could not be loaded: no chart can be drawn.")), { once: true });
+  });
+}
+
 // White to dark blue: zero attention (the causal mask's upper triangle) stays blank.
 export const BLUES = [
   [0, "#ffffff"], [0.125, "#deebf7"], [0.25, "#c6dbef"], [0.375, "#9ecae1"], [0.5, "#6baed6"],
@@ -14,8 +24,14 @@ const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-
 const CONFIG = { displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 
 // Plots follow their element's size, not only the window's: opening the head panel narrows the overview.
+// The first notice of an element only records its size: Plotly has just drawn at that size, and a
+// resize then would draw everything again (a second 1024 x 1024 heatmap).
 const resizer = new ResizeObserver((entries) => {
-  for (const { target } of entries) if (target._fullLayout) Plotly().Plots.resize(target);
+  for (const { target, contentRect } of entries) {
+    const size = `${Math.round(contentRect.width)}x${Math.round(contentRect.height)}`;
+    if (target._loupeSize !== undefined && target._loupeSize !== size && target._fullLayout) Plotly().Plots.resize(target);
+    target._loupeSize = size;
+  }
 });
 
 /** Escape &, < and > so Plotly shows the string as written (it decodes these entities back). */
@@ -109,18 +125,20 @@ export function patternHeatmap(el, tokens, rows, { title = "" } = {}) {
   } else {
     // Positions on the axes, a token label every `step` positions; the hover names both tokens
     // through the readout line below the plot (a per-cell hover text would be T*T strings).
+    // Fixed margins, not automargin: measuring the labels costs Plotly two more full draws.
     const step = Math.ceil(n / 32);
     const ticks = [...Array(Math.ceil(n / step)).keys()].map((i) => i * step);
+    const short = (token) => (token.length > 12 ? `${token.slice(0, 11)}…` : token);
     Object.assign(trace, { hovertemplate: "query %{y} → key %{x}: %{z:.3f}<extra></extra>" });
     axis = {
-      type: "linear", showgrid: false, zeroline: false, automargin: true, tickfont: { size: 9 },
-      tickvals: ticks, ticktext: ticks.map((pos) => labels[pos]),
+      type: "linear", showgrid: false, zeroline: false, automargin: false, tickfont: { size: 9 },
+      tickvals: ticks, ticktext: ticks.map((pos) => `${plotlyText(short(displayToken(tokens[pos])))}<sub>${pos}</sub>`),
     };
   }
   const layout = {
     font: FONT,
     title: title ? { text: plotlyText(title), x: 0, xanchor: "left", font: { size: 14 } } : undefined,
-    margin: { l: 8, r: 8, t: title ? 36 : 8, b: 8 },
+    margin: categorical ? { l: 8, r: 8, t: title ? 36 : 8, b: 8 } : { l: 110, r: 8, t: title ? 36 : 8, b: 110 },
     xaxis: { ...axis, title: { text: "key" }, tickangle: n > 16 ? -90 : -45, constrain: "domain" },
     yaxis: { ...axis, title: { text: "query" }, autorange: "reversed", scaleanchor: "x", constrain: "domain" },
     paper_bgcolor: "rgba(0,0,0,0)",

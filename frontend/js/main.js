@@ -1,7 +1,7 @@
 // The page: wires the inputs to the API, the URL state to the views, and shows every error.
 
 import * as api from "./api.js";
-import { patternHeatmap } from "./heatmaps.js";
+import { patternHeatmap, plotlyReady } from "./heatmaps.js";
 import * as attention from "./plots/attention.js";
 import * as compare from "./plots/compare.js";
 import * as hallucination from "./plots/hallucination.js";
@@ -212,16 +212,20 @@ async function thumbnails() {
   return thumbnailCache.get(key);
 }
 
-function renderOverview() {
+/** The view's overview; its thumbnails are fetched once `detail` (the open head, if any) is drawn:
+ * a shared link is about its head, and the previews would compete with it for the page's thread. */
+function renderOverview(detail) {
   const view = state.view;
   const el = $(VIEW_ELEMENTS[view]);
   const options = {
     ...state, selected: selected(), onSelect: selectHead, onSelectLayer: (layer) => update({ probe_layer: layer }),
   };
   RENDERERS[view].render(el, current.result, options);
+  performance.mark("loupe:overview-drawn");
   if (view === "attention") {
     const shown = `${current.id}/${state.iteration}`;
-    thumbnails()
+    detail
+      .then(thumbnails)
       .then((thumbs) => {
         const stillShown = current && `${current.id}/${state.iteration}` === shown;
         if (stillShown) RENDERERS[view].render(el, current.result, { ...options, thumbnails: thumbs });
@@ -247,7 +251,9 @@ async function renderDetail() {
   try {
     const rows = await api.getPattern(id, { layer, head, iteration });
     if (request !== detailRequest) return;
+    performance.mark("loupe:pattern-decoded"); // read by bench/paint.py: where a slow paint goes
     await patternHeatmap(plot, current.result.tokens, rows);
+    performance.mark("loupe:pattern-drawn");
     Object.assign(plot.dataset, { analysis: id, layer, head, iteration, ready: "true" });
     $("compare").hidden = state.compare === null;
     if (state.compare !== null) {
@@ -283,8 +289,7 @@ function render() {
     $("head-detail").hidden = true;
     return;
   }
-  renderOverview();
-  renderDetail();
+  renderOverview(renderDetail()); // renderDetail catches its own errors
 }
 
 function update(changes, { push = false } = {}) {
@@ -425,6 +430,7 @@ function bind() {
 }
 
 async function boot() {
+  performance.mark("loupe:boot");
   bind();
   // A shared link names its head: fetch the pattern now, alongside the model list and the
   // analysis, instead of after them (renderDetail then finds it in flight or arrived).
@@ -436,6 +442,13 @@ async function boot() {
     fillModels(await api.listModels());
   } catch (err) {
     showError(err);
+  }
+  try {
+    await plotlyReady(); // every view draws with Plotly
+    performance.mark("loupe:plotly-ready");
+  } catch (err) {
+    showError(err);
+    return;
   }
   await applyUrl();
 }

@@ -110,6 +110,6 @@ def test_health_and_models(client):
 
 def test_frontend_and_plotly_are_served_locally(client):
     assert client.get("/").status_code == 200
-    plotly = client.get("/vendor/plotly.min.js")
+    plotly = client.get("/vendor/plotly-cartesian.min.js")
     assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
     assert client.get("/docs").status_code == 200

@@ -33,9 +33,8 @@ STAT_DESCRIPTIONS = {
 }
 
 
-def head_stats(pattern: torch.Tensor, scratch: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head].
-    scratch: a float32 tensor shaped like pattern that may be overwritten (spares an allocation)."""
+def head_stats(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head]."""
     n_pos = pattern.shape[-1]
     pos = torch.arange(n_pos)
     zero = pattern.new_zeros(pattern.shape[:-2])
@@ -43,9 +42,17 @@ def head_stats(pattern: torch.Tensor, scratch: torch.Tensor | None = None) -> di
     previous = pattern[..., pos[2:], pos[2:] - 1].mean(-1) if n_pos > 2 else zero
     own = pattern.diagonal(dim1=-2, dim2=-1).mean(-1)
     visible = torch.log(pos[1:].float() + 1)  # log of keys visible to queries 1..T-1
-    plogp = torch.xlogy(pattern, pattern, out=torch.empty_like(pattern) if scratch is None else scratch)
-    entropy = (-plogp.sum(-1)[..., 1:] / visible).mean(-1) if n_pos > 1 else zero
+    entropy = (-_sum_plogp(pattern)[..., 1:] / visible).mean(-1) if n_pos > 1 else zero
     return {"bos": bos, "previous_token": previous, "self": own, "entropy": entropy}
+
+
+def _sum_plogp(pattern: torch.Tensor) -> torch.Tensor:
+    """sum over keys of p log p (0 log 0 = 0): [..., query_pos] of patterns [..., query_pos, key_pos],
+    one matrix at a time into one scratch, so memory stays at one matrix whatever the batch."""
+    matrices = pattern.reshape(-1, *pattern.shape[-2:])
+    scratch = matrices.new_empty(matrices.shape[1:])
+    sums = torch.stack([torch.xlogy(matrix, matrix, out=scratch).sum(-1) for matrix in matrices])
+    return sums.reshape(pattern.shape[:-1])
 
 
 @register("attention", version=2, params=AttentionParams, takes_text=True)
@@ -59,10 +66,9 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
     patterns = PatternStore()
     stats: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
-    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
-        # probs, scratch: [1, head, query_pos, key_pos]; stats first: storing overwrites scratch
-        stats[iteration, layer] = head_stats(probs[0], scratch[0])  # each [head]
-        patterns.add(iteration, layer, probs[0], scratch[0])
+    def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:  # probs: [1, head, query_pos, key_pos]
+        stats[iteration, layer] = head_stats(probs[0])  # each [head]
+        patterns.add(iteration, layer, probs[0])
 
     with recording_attention(model, keep, params.loop) as recorder:
         recorder.forward(tokens)

@@ -60,10 +60,9 @@ def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> 
     patterns = PatternStore()
     scores: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
-    def keep(iteration: int, layer: int, probs: torch.Tensor, scratch: torch.Tensor) -> None:
-        # probs, scratch: [batch, head, query_pos, key_pos]
+    def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:  # probs: [batch, head, query_pos, key_pos]
         scores[iteration, layer] = score_heads(probs, params.seq_len)  # each [head]
-        patterns.add(iteration, layer, probs[0], scratch[0])
+        patterns.add(iteration, layer, probs[0])
 
     with recording_attention(model, keep, params.loop) as recorder:
         recorder.forward(tokens)
