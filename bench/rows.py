@@ -95,11 +95,16 @@ def from_dict(record: dict) -> Row:
     return row
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle_s: float = 0.0
+) -> dict[str, list[float]]:
     """Wall-clock seconds of each candidate, `reps` times each, interleaved.
 
     Every repetition runs each candidate once, in an order rotated by one each time, so that a
     burst of load from other processes falls on all of them alike. `warmup` untimed rounds first.
+    `settle_s`: an untimed pause before each run, for candidates in different processes: torch's
+    OpenMP threads keep spinning on the cores for a while after a parallel region, which would
+    bill one process' idle spin to the other's timing.
     """
     names = list(candidates)
     for _ in range(warmup):
@@ -109,6 +114,7 @@ def interleaved(candidates: dict[str, Callable[[], object]], reps: int, warmup: 
     for rep in range(reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
+            time.sleep(settle_s)
             start = time.perf_counter()
             candidates[name]()
             times[name].append(time.perf_counter() - start)

@@ -138,12 +138,15 @@ def memory_and_end_to_end(bench: Bench, server: Server) -> list[Row]:
         extra={"thumbnails": f"{thumbs / 1024:.0f} KiB", "fp32 (issue)": f"{2 * fp16_bytes(n_tokens) / 1e6:.0f} MB"},
     )
 
-    reps = bench.repetitions(3)
+    reps = bench.repetitions(5)
     texts = iter([bench.text(n_tokens, seed=200 + i) for i in range(reps)])  # each new: never cached
     token_sets = iter([bench.tokens(n_tokens, seed=200 + i) for i in range(reps)])
     log(f"attention end to end T={n_tokens}: {reps} repetitions")
     times = interleaved(
-        {"hf": lambda: bench.hf_forward(next(token_sets)), "post": lambda: analyse(server, next(texts))}, reps, warmup=0
+        {"hf": lambda: bench.hf_forward(next(token_sets)), "post": lambda: analyse(server, next(texts))},
+        reps,
+        warmup=0,
+        settle_s=0.5,  # the baseline runs in this process, the analysis in the server's
     )
     end_to_end = Row(
         f"attention end to end T={n_tokens}",

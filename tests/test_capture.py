@@ -80,3 +80,31 @@ def test_the_callback_sees_each_layer_once_per_iteration(looped_model):
         logits, _ = recorder.forward(tokens)
     assert sorted(seen) == [(i, layer) for i in range(3) for layer in range(2)]
     assert logits.shape[:2] == (1, 1)  # only the last position's logits are computed
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_function_equals_the_models_eager_one(tiny_model, dtype):
+    """Float32: Loupe's own computation, equal to the model's eager attention within float error;
+    half precision: the model's eager function itself (its softmax precision is the model's)."""
+    from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
+
+    from loupe.capture import _active, _Recording, capture_attention
+
+    module = tiny_model.bridge.blocks[0].attn.original_component
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 16, generator=generator).to(dtype) for _ in range(3))
+    mask = torch.full((9, 9), torch.finfo(dtype).min, dtype=dtype).triu(1)[None, None]  # [1, 1, q, k]
+    seen = []
+    token = _active.set(_Recording({id(module): 0}, lambda i, layer, probs: seen.append(probs.clone()), [0]))
+    try:
+        with torch.no_grad():
+            output, _ = capture_attention(module, q, k, v, mask, scaling=0.25)
+    finally:
+        _active.reset(token)
+    with torch.no_grad():
+        expected, weights = eager_attention_forward(module, q, k, v, mask, scaling=0.25)
+    assert len(seen) == 1 and seen[0].dtype == torch.float32
+    if dtype == torch.float32:
+        assert (output - expected).abs().max().item() < 1e-5 and (seen[0] - weights).abs().max().item() < 1e-6
+    else:
+        assert torch.equal(output, expected) and torch.equal(seen[0], weights.float())

@@ -80,7 +80,10 @@ def capture_attention(
     """Eager attention (query [batch, head, q, d], key/value [batch, kv_head, k, d]) that hands
     its probabilities to the active recording. Returns (output [batch, q, head, d], None)."""
     recording = _active.get()
-    if recording is None or any(kwargs.get(name) is not None for name in _UNSUPPORTED) or dropout:
+    # The model's own function where its math differs from the plain one below: soft-capping or
+    # sinks, dropout, and half precision (models such as Llama take the softmax in float32 there).
+    exact = any(kwargs.get(name) is not None for name in _UNSUPPORTED) or dropout or query.dtype != torch.float32
+    if recording is None or exact:
         output, probs = _eager_of(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         if recording is not None:
             recording.fire(module, probs.float())

@@ -62,7 +62,7 @@ def _stored_form(probs: torch.Tensor, out: torch.Tensor) -> str:
     n_heads, n_query, n_key = probs.shape
     square = n_query == n_key
     scratch = probs.new_empty((n_query, n_key))
-    tri = _triangle(n_query) if square else None
+    tri = _triangle(n_query).to(probs.device) if square else None
     causal = square
     for head in range(n_heads):
         quantized = torch.mul(probs[head], SCALE, out=scratch).clamp_(0, SCALE).round_()  # whole numbers 0..SCALE
@@ -158,7 +158,7 @@ class PatternStore:
     def add(self, iteration: int, layer: int, probs: torch.Tensor) -> None:
         """probs: [head, query_pos, key_pos] float32 (only read)."""
         self.shape = list(probs.shape[-2:])
-        self.pooled[iteration, layer] = _max_pool(probs)
+        self.pooled[iteration, layer] = _max_pool(probs).cpu()
         storage = self._storage(probs.shape[0], self.shape[0] * self.shape[1])
         codec = _stored_form(probs, storage)
         self.values[iteration, layer] = codec, storage[:, : _stored_size(codec, self.shape)]
