@@ -5,11 +5,9 @@ import logging
 import uvicorn
 
 from .config import get_settings
-from .memory import use_one_arena
 
 
 def main() -> None:
-    use_one_arena()  # before uvicorn and the job pool start threads
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("loupe")

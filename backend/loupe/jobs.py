@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from .db.cache import BlobData, ResultCache
 from .errors import AppError, JobTimeout
-from .memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,6 @@ class JobRunner:
             raise
         progress.stage, progress.fraction = "storing", 1.0
         self.cache.store(key, result, blobs)
-        del result, blobs
-        release_free_memory()
 
     def _finished(self, key: str) -> None:
         with self._lock:
