@@ -140,28 +140,34 @@ class PatternStore:
 
     def __init__(self) -> None:
         self.values: dict[tuple[int, int], tuple[str, torch.Tensor]] = {}  # -> (codec, uint16 [head, n])
-        self.pooled: dict[tuple[int, int], torch.Tensor] = {}
+        self.pooled: dict[tuple[int, int], torch.Tensor] = {}  # -> float32 [head, s, s]
         self.shape: list[int] = []
-        self._slab: torch.Tensor | None = None
-        self._slab_used = 0
+        self._slabs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._used = 0
 
-    def _storage(self, n_heads: int, n_values: int) -> torch.Tensor:
-        """A uint16 [head, n_values] row of the current slab. Slabs are allocated SLAB firings at a
-        time and touched only where written: a tensor per layer, interleaved with the forward
-        pass' temporaries, fragmented the heap into ~2x the RSS of what is kept."""
-        slab = self._slab
-        if slab is None or self._slab_used == len(slab) or slab.shape[1:] != (n_heads, n_values):
-            self._slab, self._slab_used = torch.empty((self.SLAB, n_heads, n_values), dtype=torch.uint16), 0
-        self._slab_used += 1
-        return self._slab[self._slab_used - 1]
+    def _storage(self, n_heads: int, n_values: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint16 [head, n_values], float32 [head, side, side]): one firing's rows of the current
+        slabs. Slabs are allocated SLAB firings at a time (pages are touched only where written):
+        a few tensors per layer, kept while the forward pass allocates and frees its own, pinned
+        the allocator's heap so that it grew by 10-20 MB a layer (peak RSS +30% at T = 1024)."""
+        if self._slabs is None or self._used == self.SLAB or self._slabs[0].shape[1:] != (n_heads, n_values) or self._slabs[1].shape[-1] != side:
+            self._slabs = (
+                torch.empty((self.SLAB, n_heads, n_values), dtype=torch.uint16),
+                torch.empty((self.SLAB, n_heads, side, side)),
+            )
+            self._used = 0
+        self._used += 1
+        return self._slabs[0][self._used - 1], self._slabs[1][self._used - 1]
 
     def add(self, iteration: int, layer: int, probs: torch.Tensor) -> None:
         """probs: [head, query_pos, key_pos] float32 (only read)."""
         self.shape = list(probs.shape[-2:])
-        self.pooled[iteration, layer] = _max_pool(probs).cpu()
-        storage = self._storage(probs.shape[0], self.shape[0] * self.shape[1])
-        codec = _stored_form(probs, storage)
-        self.values[iteration, layer] = codec, storage[:, : _stored_size(codec, self.shape)]
+        n_heads, n_query, n_key = probs.shape
+        values, pooled = self._storage(n_heads, n_query * n_key, min(THUMBNAIL_SIZE, n_key))
+        pooled.copy_(_max_pool(probs))
+        codec = _stored_form(probs, values)
+        self.values[iteration, layer] = codec, values[:, : _stored_size(codec, self.shape)]
+        self.pooled[iteration, layer] = pooled
 
     def blobs(self) -> list["BlobData"]:
         """One blob per (iteration, layer, head) and one thumbnail blob per iteration. Each layer's

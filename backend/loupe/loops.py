@@ -108,10 +108,11 @@ def by_iteration(kept: Mapping[tuple[int, int], T], n_layers: int) -> list[list[
     return [[kept[iteration if counts[layer] > 1 else 0, layer] for layer in range(n_layers)] for iteration in range(n_iterations)]
 
 
-def stack_by_iteration(kept: Mapping[tuple[int, int], Mapping[str, torch.Tensor]], n_layers: int) -> dict[str, torch.Tensor]:
-    """name -> [iteration, layer, ...] from named tensors kept per (iteration, layer) firing."""
+def stack_by_iteration(kept: Mapping[tuple[int, int], Mapping[str, Any]], n_layers: int) -> dict[str, torch.Tensor]:
+    """name -> [iteration, layer, ...] from named values (tensors or nested lists) kept per
+    (iteration, layer) firing."""
     grid = by_iteration(kept, n_layers)
-    return {name: torch.stack([torch.stack([cell[name] for cell in row]) for row in grid]) for name in grid[0][0]}
+    return {name: torch.tensor([[cell[name] for cell in row] for row in grid]) for name in grid[0][0]}
 
 
 def stack_iterations(firings: dict[str, list[torch.Tensor]], hook_names: Sequence[str]) -> torch.Tensor:

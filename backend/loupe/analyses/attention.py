@@ -64,10 +64,11 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
     tokens = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, pos]
     inputs.progress("forward", 0.1)
     patterns = PatternStore()
-    stats: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+    stats: dict[tuple[int, int], dict[str, list[float]]] = {}
 
     def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:  # probs: [1, head, query_pos, key_pos]
-        stats[iteration, layer] = head_stats(probs[0])  # each [head]
+        # plain lists: small tensors kept across the pass would pin the allocator's heap (see PatternStore)
+        stats[iteration, layer] = {key: value.tolist() for key, value in head_stats(probs[0]).items()}  # each [head]
         patterns.add(iteration, layer, probs[0])
 
     with recording_attention(model, keep, params.loop) as recorder:

@@ -58,10 +58,11 @@ def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> 
     tokens = repeated_random_tokens(_candidate_vocab(model), params.batch, params.seq_len, _bos_id(model), params.seed)
     inputs.progress("forward", 0.1)  # tokens: [batch, 1 + 2 * seq_len]
     patterns = PatternStore()
-    scores: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+    scores: dict[tuple[int, int], dict[str, list[float]]] = {}
 
     def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:  # probs: [batch, head, query_pos, key_pos]
-        scores[iteration, layer] = score_heads(probs, params.seq_len)  # each [head]
+        # plain lists: small tensors kept across the pass would pin the allocator's heap (see PatternStore)
+        scores[iteration, layer] = {key: value.tolist() for key, value in score_heads(probs, params.seq_len).items()}  # each [head]
         patterns.add(iteration, layer, probs[0])
 
     with recording_attention(model, keep, params.loop) as recorder:
