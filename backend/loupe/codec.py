@@ -3,10 +3,10 @@
 Attention probabilities lie in [0, 1], so a uniform 16-bit grid (step 1/65535) bounds the absolute
 error by 7.7e-6 everywhere, which float16 does not (its error near 1.0 is 2.4e-4). A causal head
 never attends forward, so only the lower triangle (query_pos >= key_pos) is kept. Splitting each
-uint16 into its high-byte and low-byte planes before zlib lets the mostly-zero high bytes compress;
-zlib's run-length strategy (Z_RLE) matches the planes' redundancy (runs of zeros and of repeated
-high bytes): smaller than the default strategy and twice as fast, and still a plain zlib stream,
-which the page inflates itself (`format=stored`, DecompressionStream "deflate").
+uint16 into its high-byte and low-byte planes lets the mostly-zero high bytes compress (zlib's
+run-length strategy, Z_RLE, matches their runs); the near-random low bytes are stored as they are
+(see _pack_quantized). The result is a plain zlib stream, which the page inflates itself
+(`format=stored`, DecompressionStream "deflate").
 
 `PatternStore` quantizes each layer's patterns while the forward pass still holds them, so an
 analysis never keeps float patterns: at T = 1024 on GPT-2 small it holds 151 MB of triangles
@@ -15,6 +15,7 @@ instead of 604 MB of float32 (bench/RESULTS.md).
 
 import functools
 import os
+import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -32,15 +33,27 @@ THUMBNAIL = "u8-zlib"
 THUMBNAIL_SIZE = 32
 
 
-def _compress(data: np.ndarray) -> bytes:
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    return compressor.compress(np.ascontiguousarray(data)) + compressor.flush()
+_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" (RFC 1950)
+_STORED_BLOCK = 65535  # the most bytes a deflate stored block holds (RFC 1951, 3.2.4)
 
 
 def _pack_quantized(quantized: np.ndarray) -> bytes:
-    """zlib of the byte planes (all low bytes, then all high bytes) of uint16 values."""
+    """One zlib stream of the byte planes of uint16 values: all low bytes, then all high bytes.
+
+    The low bytes of attention weights are close to noise: zlib shrinks them by a quarter at two
+    thirds of the compression time (0.61 s of 0.89 s for GPT-2 small at T = 1024). So they go in
+    deflate's stored blocks, copied as they are, and only the high bytes (mostly zeros) are
+    compressed; the stream is still one plain zlib stream, which any inflater reads as before.
+    Stored size: 0.27x of fp16 instead of 0.21x (the target is 0.5x)."""
     planes = quantized.astype("<u2", copy=False).reshape(-1).view(np.uint8).reshape(-1, 2).T  # [2, n]
-    return _compress(planes)
+    low, high = np.ascontiguousarray(planes[0]), np.ascontiguousarray(planes[1])
+    out = [_ZLIB_HEADER]
+    for start in range(0, len(low), _STORED_BLOCK):  # non-final stored blocks, byte-aligned
+        block = low[start : start + _STORED_BLOCK]
+        out += [struct.pack("<BHH", 0, len(block), 0xFFFF ^ len(block)), block.tobytes()]
+    raw = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_RLE)  # raw deflate: ends with the final block
+    out += [raw.compress(high), raw.flush(), struct.pack(">I", zlib.adler32(high, zlib.adler32(low)))]
+    return b"".join(out)
 
 
 def _unpack(data: bytes, count: int) -> np.ndarray:

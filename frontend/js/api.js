@@ -95,7 +95,7 @@ const patterns = new Map(); // path -> Promise of rows: a pattern asked for earl
 
 /**
  * One head's pattern as T rows of Float32Array (query positions), from its stored bytes
- * (format=stored, 0.12 MB at T = 1024 against 2.1 MB of uint16): a zlib stream that the browser
+ * (format=stored, 0.54 MB at T = 1024 against 2.1 MB of uint16): a zlib stream that the browser
  * inflates itself, holding n uint16 as n low bytes then n high bytes, n = T(T+1)/2 for the causal
  * lower triangle (row q holds keys 0..q) or T*T.
  */
