@@ -1,7 +1,7 @@
 """Attention capture inside the model's own forward pass.
 
 TransformerBridge recomputes attention in Python so that every intermediate has a hook; that
-costs ~1.5x the model's own SDPA forward at T = 1024 before any pattern is kept (bench/RESULTS.md).
+costs 1.3-1.8x the model's own SDPA forward at T = 1024 before any pattern is kept (bench/RESULTS.md).
 Patterns need none of those intermediates. So for a pattern capture the bridge's components are
 swapped back to the HF modules they wrap, and the HF model runs with Loupe's attention function,
 registered through transformers' AttentionInterface: the same computation as the model's eager

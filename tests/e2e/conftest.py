@@ -51,8 +51,10 @@ def browser():
 @pytest.fixture
 def new_page(browser, loupe_url):
     """new_page() -> a page in a fresh context (its own storage, clipboard access, 1440x1000).
-    Every page records its requests in `page.requests`; an uncaught page error fails the test."""
-    contexts, errors = [], []
+    Every page records its requests in `page.requests`; an uncaught page error fails the test, and
+    so does a request to anywhere but the Loupe server (the page must work offline: Plotly is
+    vendored, nothing comes from a CDN)."""
+    contexts, errors, pages = [], [], []
 
     def make():
         context = browser.new_context(viewport={"width": 1440, "height": 1000}, base_url=loupe_url)
@@ -63,9 +65,12 @@ def new_page(browser, loupe_url):
         page.requests = []
         page.on("request", lambda request: page.requests.append((request.method, request.url)))
         page.on("pageerror", lambda error: errors.append(str(error)))
+        pages.append(page)
         return page
 
     yield make
     for context in contexts:
         context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    elsewhere = [url for page in pages for _, url in page.requests if not url.startswith((loupe_url + "/", "data:", "blob:"))]
+    assert not elsewhere, f"the page fetched from outside the Loupe server: {elsewhere}"
