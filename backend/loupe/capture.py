@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from .loops import LoopSpec, by_iteration, looping
+from .codec import PatternStore
+from .loops import LoopSpec, by_iteration, looping, stack_by_iteration
 from .model_store import LoadedModel
 
 ATTENTION = "loupe_capture"
@@ -231,6 +232,29 @@ def recording_attention(
         hooks = [(name, hook(layer)) for layer, name in enumerate(model.pattern_hook_names())]
         with model.bridge.hooks(fwd_hooks=hooks), looping(model, loop):
             yield recorder
+
+
+def summarize_and_store(
+    model: LoadedModel,
+    tokens: torch.Tensor,
+    summarize: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    loop: LoopSpec | None = None,
+) -> tuple[dict[str, torch.Tensor], PatternStore]:
+    """One forward pass over tokens [batch, pos] that keeps, per (iteration, layer), the named
+    per-head summaries `summarize(probs)` of probs [batch, head, query_pos, key_pos] (each
+    [head]) and the first sequence's patterns in stored form. Returns (name -> [iteration,
+    layer, head], the PatternStore). What `attention` and `head_scores` are made of."""
+    patterns = PatternStore()
+    summaries: dict[tuple[int, int], dict[str, list[float]]] = {}
+
+    def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:
+        # plain lists: small tensors kept across the pass would pin the allocator's heap (see PatternStore)
+        summaries[iteration, layer] = {name: value.tolist() for name, value in summarize(probs).items()}
+        patterns.add(iteration, layer, probs[0])
+
+    with recording_attention(model, keep, loop) as recorder:
+        recorder.forward(tokens)
+    return stack_by_iteration(summaries, model.n_layers), patterns
 
 
 def capture_patterns(

@@ -3,9 +3,8 @@
 import torch
 from pydantic import BaseModel, Field
 
-from ..capture import recording_attention
-from ..codec import PatternStore
-from ..loops import LoopSpec, stack_by_iteration
+from ..capture import summarize_and_store
+from ..loops import LoopSpec
 from ..model_store import LoadedModel
 from .registry import AnalysisOutput, Inputs, register, require_text, rounded
 
@@ -63,17 +62,8 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
     Everything is taken from each layer's probabilities inside the one forward pass."""
     tokens = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, pos]
     inputs.progress("forward", 0.1)
-    patterns = PatternStore()
-    stats: dict[tuple[int, int], dict[str, list[float]]] = {}
-
-    def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:  # probs: [1, head, query_pos, key_pos]
-        # plain lists: small tensors kept across the pass would pin the allocator's heap (see PatternStore)
-        stats[iteration, layer] = {key: value.tolist() for key, value in head_stats(probs[0]).items()}  # each [head]
-        patterns.add(iteration, layer, probs[0])
-
-    with recording_attention(model, keep, params.loop) as recorder:
-        recorder.forward(tokens)
-    stacked = stack_by_iteration(stats, model.n_layers)  # stat -> [iteration, layer, head]
+    # stat -> [iteration, layer, head]
+    stacked, patterns = summarize_and_store(model, tokens, lambda probs: head_stats(probs[0]), params.loop)
     result = Attention(
         tokens=model.str_tokens(tokens[0]),
         token_ids=tokens[0].tolist(),

@@ -3,10 +3,9 @@
 import torch
 from pydantic import BaseModel, Field
 
+from ..capture import summarize_and_store
 from ..errors import TooLong
-from ..capture import recording_attention
-from ..codec import PatternStore
-from ..loops import LoopSpec, stack_by_iteration
+from ..loops import LoopSpec
 from ..model_store import LoadedModel
 from .registry import AnalysisOutput, Inputs, register, rounded
 from .scores import SCORE_FORMULAS, repeated_random_tokens, score_heads
@@ -57,17 +56,8 @@ def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> 
         raise TooLong(f"1 + 2 * seq_len = {1 + 2 * params.seq_len} exceeds {model.id}'s context of {model.n_ctx}.")
     tokens = repeated_random_tokens(_candidate_vocab(model), params.batch, params.seq_len, _bos_id(model), params.seed)
     inputs.progress("forward", 0.1)  # tokens: [batch, 1 + 2 * seq_len]
-    patterns = PatternStore()
-    scores: dict[tuple[int, int], dict[str, list[float]]] = {}
-
-    def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:  # probs: [batch, head, query_pos, key_pos]
-        # plain lists: small tensors kept across the pass would pin the allocator's heap (see PatternStore)
-        scores[iteration, layer] = {key: value.tolist() for key, value in score_heads(probs, params.seq_len).items()}  # each [head]
-        patterns.add(iteration, layer, probs[0])
-
-    with recording_attention(model, keep, params.loop) as recorder:
-        recorder.forward(tokens)
-    stacked = stack_by_iteration(scores, model.n_layers)  # score -> [iteration, layer, head]
+    # score -> [iteration, layer, head]; the first sequence's patterns are stored
+    stacked, patterns = summarize_and_store(model, tokens, lambda probs: score_heads(probs, params.seq_len), params.loop)
     return AnalysisOutput(
         result=HeadScores(
             params=params,
