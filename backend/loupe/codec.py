@@ -126,11 +126,6 @@ def _max_pool(probs: torch.Tensor, size: int = THUMBNAIL_SIZE) -> torch.Tensor:
     return torch.nn.functional.adaptive_max_pool2d(probs, side)
 
 
-def thumbnails(pattern: torch.Tensor, size: int = THUMBNAIL_SIZE) -> tuple[bytes, list[int]]:
-    """Max-pooled [layer, head, s, s] uint8 previews of every head, for the overview grid."""
-    return _thumbnail_bytes(torch.stack([_max_pool(layer.float(), size) for layer in pattern]))
-
-
 def _thumbnail_bytes(pooled: torch.Tensor) -> tuple[bytes, list[int]]:
     data = (pooled.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return zlib.compress(data.tobytes(), level=1), list(data.shape)
@@ -204,13 +199,3 @@ class PatternStore:
                 data, shape = _thumbnail_bytes(torch.stack([self.pooled[key] for key in keys]))  # [layer, head, s, s]
                 out.append(BlobData("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
         return out
-
-
-def pattern_blobs(patterns: torch.Tensor) -> list["BlobData"]:
-    """The blobs of patterns [iteration, layer, head, query_pos, key_pos] (float): as PatternStore."""
-    store = PatternStore()
-    n_iterations, n_layers = patterns.shape[:2]
-    for iteration in range(n_iterations):
-        for layer in range(n_layers):
-            store.add(iteration, layer, patterns[iteration, layer].float())
-    return store.blobs()
