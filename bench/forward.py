@@ -3,7 +3,7 @@
 import torch
 
 from .context import Bench, log
-from .rows import Row, interleaved, median, spread
+from .rows import Row, interleaved, median, versus
 
 CAPTURE_TARGET = 1.15
 HEAD_SCORES_TARGET = 1.2
@@ -40,20 +40,10 @@ def attention_capture(bench: Bench) -> list[Row]:
             reps,
             warmup=0 if bench.quick or index > 0 else 1,  # code paths are warm after the first T
         )
+        tl = median(times["tl"])
         rows.append(
-            Row(
-                f"attention capture T={n_tokens}",
-                median(times["loupe"]),
-                median(times["hf"]),
-                "s",
-                CAPTURE_TARGET,
-                baseline_name="bare HF forward",
-                extra={
-                    "TransformerLens run_with_cache": f"{median(times['tl']):.3g} s = {median(times['tl']) / median(times['hf']):.2f}x",
-                    "ratio of minima": min(times["loupe"]) / min(times["hf"]),
-                    "spread loupe/hf s": f"{spread(times['loupe'])} / {spread(times['hf'])}",
-                },
-            )
+            versus(f"attention capture T={n_tokens}", times, "loupe", "hf", CAPTURE_TARGET, "bare HF forward",
+                   {"TransformerLens run_with_cache": f"{tl:.3g} s = {tl / median(times['hf']):.2f}x"})  # fmt: skip
         )
     return rows
 
@@ -76,14 +66,4 @@ def head_scores(bench: Bench) -> list[Row]:
     reps = bench.repetitions(5)
     log(f"head scores: {reps} repetitions")
     times = interleaved({"hf": lambda: bench.hf_forward(tokens), "loupe": loupe}, reps, warmup=0 if bench.quick else 1)
-    return [
-        Row(
-            "head scores (seq 50, batch 10)",
-            median(times["loupe"]),
-            median(times["hf"]),
-            "s",
-            HEAD_SCORES_TARGET,
-            baseline_name="bare HF forward",
-            extra={"ratio of minima": min(times["loupe"]) / min(times["hf"])},
-        )
-    ]
+    return [versus("head scores (seq 50, batch 10)", times, "loupe", "hf", HEAD_SCORES_TARGET, "bare HF forward")]

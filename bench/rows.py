@@ -121,6 +121,24 @@ def interleaved(
     return times
 
 
+def versus(name: str, times: dict[str, list[float]], ours: str, base: str, limit: float, baseline_name: str, extra: dict | None = None) -> Row:
+    """A Row of candidate `ours` against `base` from interleaved() times (seconds): medians, with
+    the ratio of the minima and both spreads beside them (how noisy the run was)."""
+    return Row(
+        name,
+        median(times[ours]),
+        median(times[base]),
+        "s",
+        limit,
+        baseline_name=baseline_name,
+        extra={
+            **(extra or {}),
+            "ratio of minima": min(times[ours]) / min(times[base]),
+            f"spread {ours}/{base} s": f"{spread(times[ours])} / {spread(times[base])}",
+        },
+    )
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

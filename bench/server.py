@@ -18,7 +18,7 @@ from tests.server import Server  # the test suite's real-server harness
 
 from .context import Bench, log
 from .model import MODEL_ID, N_HEAD, N_LAYER
-from .rows import Row, interleaved, median, spread
+from .rows import Row, interleaved, median, versus
 
 E2E_TARGET = 1.6
 STORED_TARGET = 0.5
@@ -148,15 +148,7 @@ def memory_and_end_to_end(bench: Bench, server: Server) -> list[Row]:
         warmup=0,
         settle_s=0.5,  # the baseline runs in this process, the analysis in the server's
     )
-    end_to_end = Row(
-        f"attention end to end T={n_tokens}",
-        median(times["post"]),
-        median(times["hf"]),
-        "s",
-        E2E_TARGET,
-        baseline_name="bare HF forward",
-        extra={"ratio of minima": min(times["post"]) / min(times["hf"]), "spread post/hf s": f"{spread(times['post'])} / {spread(times['hf'])}"},
-    )
+    end_to_end = versus(f"attention end to end T={n_tokens}", times, "post", "hf", E2E_TARGET, "bare HF forward")
     return [end_to_end, stored_row, memory]
 
 
