@@ -49,6 +49,15 @@ class ModelEntry:
     description: str
     loupe: dict = field(default_factory=dict, compare=False, hash=False)
 
+    @property
+    def capabilities(self) -> list[str]:
+        """What the model offers analyses (registry MODEL_NEEDS): `loop` for a natively looped
+        model, `generating_lm` unless its loupe.json says `"generating_lm": false` (a task model,
+        such as an adder, whose generations are no language)."""
+        return (["loop"] if self.n_iterations > 1 else []) + (
+            ["generating_lm"] if self.loupe.get("generating_lm", True) else []
+        )
+
     def public(self) -> dict:
         return {
             "id": self.id,
@@ -58,6 +67,7 @@ class ModelEntry:
             "n_iterations": self.n_iterations,
             "n_ctx": self.n_ctx,
             "description": self.description,
+            "capabilities": self.capabilities,
         }
 
 

@@ -54,7 +54,7 @@ def _sum_plogp(pattern: torch.Tensor) -> torch.Tensor:
     return sums.reshape(pattern.shape[:-1])
 
 
-@register("attention", version=2, params=AttentionParams, takes_text=True)
+@register("attention", version=2, params=AttentionParams, needs=("text",), stores_patterns=True)
 def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> AnalysisOutput:
     """Attention pattern of every iteration, layer and head on the text (BOS prepended as the
     model expects), equal to the model's own attention probabilities. Patterns are stored per

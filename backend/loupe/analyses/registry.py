@@ -32,14 +32,35 @@ class AnalysisOutput:
     patterns: PatternStore | None = None  # every (iteration, layer, head)'s pattern, in stored form
 
 
+# What an analysis can need. Inputs: `text` (a prompt), `labelled_data` (rows with labels, built in
+# or uploaded). Model capabilities (ModelEntry.capabilities): `loop` (a natively looped model),
+# `generating_lm` (a language model whose generations mean something).
+INPUT_NEEDS = ("text", "labelled_data")
+MODEL_NEEDS = ("loop", "generating_lm")
+
+
 @dataclass(frozen=True)
 class AnalysisSpec:
     name: str
     version: int
     params: type[BaseModel]
     fn: Callable[..., AnalysisOutput]
-    takes_text: bool
+    needs: tuple[str, ...]
+    stores_patterns: bool
     description: str
+
+    @property
+    def takes_text(self) -> bool:
+        return "text" in self.needs
+
+    @property
+    def takes_loop(self) -> bool:
+        """Whether the params take a `loop` (a loop count, or a retrofit loop of a plain model)."""
+        return "loop" in self.params.model_fields
+
+    def applies_to(self, capabilities: tuple[str, ...] | list[str]) -> bool:
+        """Whether a model with these capabilities has everything this analysis needs."""
+        return all(need in capabilities for need in self.needs if need in MODEL_NEEDS)
 
     def key(self, model: str, revision: str, text: str | None, params: BaseModel) -> str:
         """The content key of a request: cache key and permalink id. Validated params (defaults
@@ -59,8 +80,11 @@ class AnalysisSpec:
         return {
             "name": self.name,
             "version": self.version,
-            "takes_text": self.takes_text,
             "description": self.description,
+            "needs": list(self.needs),
+            "takes_text": self.takes_text,
+            "takes_loop": self.takes_loop,
+            "stores_patterns": self.stores_patterns,
             "params": self.params.model_json_schema(),
         }
 
@@ -68,14 +92,21 @@ class AnalysisSpec:
 REGISTRY: dict[str, AnalysisSpec] = {}
 
 
-def register(name: str, *, version: int, params: type[BaseModel], takes_text: bool = False):
-    """Register an analysis function under `name`. Raise `version` when its output would change."""
+def register(
+    name: str, *, version: int, params: type[BaseModel], needs: tuple[str, ...] = (), stores_patterns: bool = False
+):
+    """Register an analysis function under `name`. Raise `version` when its output would change.
+    `needs` names its inputs and the model capabilities it requires (INPUT_NEEDS, MODEL_NEEDS);
+    `stores_patterns`: its output holds per-head patterns, served by the slice routes."""
 
     def decorate(fn: Callable[..., AnalysisOutput]) -> Callable[..., AnalysisOutput]:
         if name in REGISTRY:
             raise ValueError(f"analysis {name!r} is registered twice")
+        unknown = set(needs) - set(INPUT_NEEDS + MODEL_NEEDS)
+        if unknown:
+            raise ValueError(f"analysis {name!r} needs unknown {sorted(unknown)}")
         description = " ".join((fn.__doc__ or "").split())
-        REGISTRY[name] = AnalysisSpec(name, version, params, fn, takes_text, description)
+        REGISTRY[name] = AnalysisSpec(name, version, params, fn, tuple(needs), stores_patterns, description)
         return fn
 
     return decorate

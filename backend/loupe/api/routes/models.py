@@ -16,6 +16,7 @@ class ModelInfo(BaseModel):
     n_iterations: int
     n_ctx: int
     description: str
+    capabilities: list[str]
     default: bool = False
 
 
