@@ -99,7 +99,7 @@ def main(n_tokens: int = 1024, reps: int = 2) -> None:
             profiler = cProfile.Profile()
             with stage(timings, f"2 compress {len(output.patterns.values)} layers' heads + thumbnails"):
                 profiler.enable()
-                blobs = output.patterns.blobs()
+                blobs = output.patterns.slices()
                 profiler.disable()
             result = output.result.model_dump(mode="json")
             key = f"profile-{rep}"

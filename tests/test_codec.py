@@ -41,7 +41,7 @@ def test_blobs_cover_every_head_and_iteration():
     for iteration in range(2):
         for layer in range(3):
             store.add(iteration, layer, patterns[iteration, layer])
-    blobs = store.blobs()
+    blobs = store.slices()
     heads = {(b.iteration, b.layer, b.head) for b in blobs if b.name == "pattern"}
     assert heads == {(i, l, h) for i in range(2) for l in range(3) for h in range(4)}
     assert sum(b.name == "thumbnail" for b in blobs) == 2
@@ -58,7 +58,7 @@ def test_a_layer_that_fired_once_shows_at_every_iteration():
     store.add(0, 0, once)
     for iteration, pattern in enumerate(looped):
         store.add(iteration, 1, pattern)
-    blobs = {(b.iteration, b.layer): b for b in store.blobs() if b.name == "pattern"}
+    blobs = {(b.iteration, b.layer): b for b in store.slices() if b.name == "pattern"}
     assert set(blobs) == {(0, 0), (1, 0), (0, 1), (1, 1)}
     assert blobs[0, 0].data == blobs[1, 0].data != blobs[1, 1].data
 
@@ -68,7 +68,7 @@ def test_thumbnails_are_max_pooled_previews():
     pattern[0, 40, 3] = 1.0
     store = PatternStore()
     store.add(0, 0, pattern)
-    (blob,) = [b for b in store.blobs() if b.name == "thumbnail"]
+    (blob,) = [b for b in store.slices() if b.name == "thumbnail"]
     data, shape = blob.data, blob.shape
     preview = decode_thumbnails(data, shape)
     assert shape == [1, 1, 32, 32]

@@ -17,14 +17,14 @@ import functools
 import os
 import struct
 import zlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from .db.cache import BlobData
+from .loops import by_iteration
 
 SCALE = 65535
 TRIANGLE = "tri-u16-zlib"
@@ -35,6 +35,20 @@ THUMBNAIL_SIZE = 32
 
 _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" (RFC 1950)
 _STORED_BLOCK = 65535  # the most bytes a deflate stored block holds (RFC 1951, 3.2.4)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One encoded tensor slice: e.g. one head's pattern at one iteration (`pattern`), or one
+    iteration's thumbnails (`thumbnail`, layer and head -1). The cache stores it as it is."""
+
+    name: str
+    iteration: int
+    layer: int
+    head: int
+    codec: str
+    shape: list[int]
+    data: bytes
 
 
 def _pack_quantized(quantized: np.ndarray) -> bytes:
@@ -177,14 +191,9 @@ class PatternStore:
         self.values[iteration, layer] = codec, values[:, : _stored_size(codec, self.shape)]
         self.pooled[iteration, layer] = pooled
 
-    def blobs(self) -> list["BlobData"]:
-        """One blob per (iteration, layer, head) and one thumbnail blob per iteration. Each layer's
+    def slices(self) -> list[Slice]:
+        """One slice per (iteration, layer, head) and one thumbnail slice per iteration. Each layer's
         values are released once compressed for the last iteration that shows them."""
-        from collections import Counter
-
-        from .db.cache import BlobData
-        from .loops import by_iteration
-
         grid = by_iteration({key: key for key in self.values}, 1 + max(layer for _, layer in self.values))
         uses = Counter(key for row in grid for key in row)
         out = []
@@ -195,7 +204,7 @@ class PatternStore:
                     uses[key] -= 1
                     codec, values = self.values.pop(key) if uses[key] == 0 else self.values[key]
                     packed = pool.map(_pack_quantized, values.numpy().view(np.uint16))  # one head per row
-                    out += [BlobData("pattern", iteration, layer, head, codec, self.shape, data) for head, data in enumerate(packed)]
+                    out += [Slice("pattern", iteration, layer, head, codec, self.shape, data) for head, data in enumerate(packed)]
                 data, shape = _thumbnail_bytes(torch.stack([self.pooled[key] for key in keys]))  # [layer, head, s, s]
-                out.append(BlobData("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
+                out.append(Slice("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
         return out

@@ -41,6 +41,21 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(2, ge=1, description="Models kept in memory (LRU).")
     max_tokens: int = Field(1024, ge=8, description="Longest accepted text, in tokens.")
     max_jobs: int = Field(2, ge=1, description="Analyses computed at once; the rest wait in a queue.")
+    max_jobs_per_client: int = Field(
+        8, ge=1, description="Analyses one client may have queued or running; more are refused with 429 and Retry-After."
+    )
+    client_header: str | None = Field(
+        None,
+        description="Header naming the client behind a trusted reverse proxy (e.g. X-Forwarded-For, X-Real-IP); "
+        "by default the peer address identifies a client for LOUPE_MAX_JOBS_PER_CLIENT and fair queueing.",
+    )
+    max_db_bytes: int | None = Field(
+        None, ge=1, description="Keep stored results under this many bytes: the least recently read are evicted past it."
+    )
+    failed_ttl_s: float = Field(86400.0, ge=0, description="Failed analyses are dropped after this many seconds.")
+    frame_ancestors: str = Field(
+        "'self'", description="CSP frame-ancestors: who may embed Loupe in a frame (e.g. `'self' https://wiki.example.org`)."
+    )
     job_timeout_s: float = Field(1800.0, gt=0, description="A running analysis is stopped after this many seconds.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest accepted request body, in bytes.")
     api_token: str | None = Field(

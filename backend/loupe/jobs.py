@@ -1,110 +1,131 @@
-"""Background computation of analyses: a bounded worker pool, single flight per key, progress.
+"""Background computation: a bounded pool of worker threads, single flight per key, fair queueing.
 
-Identical requests share one computation (one future per content key). Jobs beyond LOUPE_MAX_JOBS
-wait in a queue whose position is reported; progress is kept in memory, results in the ResultCache.
+Identical requests share one computation (one future per key). Jobs wait in one queue per client
+and workers take them round-robin across clients, so one client's flood delays another client's
+job by at most the jobs already running. A client may have at most `max_per_client` jobs queued
+or running; past that `submit` raises TooManyJobs (429). The runner knows nothing of what a job
+computes or where its result goes: it runs `fn(progress)` and resolves the future.
 """
 
 import logging
 import threading
-import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass
 
-from .db.cache import BlobData, ResultCache
-from .errors import AppError, JobTimeout
+from . import progress as job_progress
+from .errors import TooManyJobs
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
-Compute = Callable[["Progress"], tuple[dict, list[BlobData]]]
+Job = Callable[[Progress], None]
 
 
 @dataclass
-class Progress:
-    """Where a job stands; the compute function updates it through `__call__`.
-
-    Each update is also the job's checkpoint for its time limit: past `timeout_s` of running,
-    the next update raises JobTimeout, which ends the job cleanly.
-    """
-
-    timeout_s: float | None = None
-    stage: str = "queued"
-    fraction: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-
-    def start(self) -> None:
-        self.stage, self.started = "running", time.monotonic()
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        self.stage, self.fraction = stage, max(0.0, min(1.0, fraction))
-        if self.timeout_s is not None and time.monotonic() - self.started > self.timeout_s:
-            raise JobTimeout(f"The analysis ran longer than the {self.timeout_s:g} s limit (stage {stage!r}).")
-
-    def public(self) -> dict:
-        return {"stage": self.stage, "percent": round(100 * self.fraction, 1)}
+class _Entry:
+    key: str
+    client: str
+    fn: Job
+    progress: Progress
+    future: Future
 
 
 class JobRunner:
-    def __init__(self, cache: ResultCache, max_jobs: int, timeout_s: float | None = None):
-        self.cache = cache
+    def __init__(self, max_jobs: int, max_per_client: int, timeout_s: float | None = None):
         self.timeout_s = timeout_s
-        self.pool = ThreadPoolExecutor(max_workers=max_jobs, thread_name_prefix="loupe-job")
-        self._lock = threading.Lock()
-        self._futures: dict[str, Future] = {}
-        self._progress: dict[str, Progress] = {}
-        self._order: list[str] = []  # keys in submission order, for queue positions
-        self.computed = 0  # how many computations actually ran (single-flight is measurable)
+        self.max_per_client = max_per_client
+        self._lock = threading.Condition()
+        self._inflight: dict[str, _Entry] = {}  # key -> queued or running entry
+        self._queues: OrderedDict[str, deque[_Entry]] = OrderedDict()  # client -> queued entries, in turn order
+        self._closed = False
+        self.computed = 0  # how many jobs actually ran (single flight is measurable)
+        self._workers = [
+            threading.Thread(target=self._work, name=f"loupe-job-{i}", daemon=True) for i in range(max_jobs)
+        ]
+        for worker in self._workers:
+            worker.start()
 
-    def submit(self, key: str, compute: Compute, on_new: Callable[[], None] = lambda: None) -> Future:
-        """The future computing `key`, starting one only if none is in flight (then `on_new` runs first)."""
+    def submit(self, key: str, fn: Job, client: str = "", on_new: Callable[[], None] = lambda: None) -> Future:
+        """The future of `key`'s job, starting one only if none is in flight (then `on_new` runs first,
+        under the runner's lock, so it happens before any worker can run the job)."""
         with self._lock:
-            if key in self._futures:
-                return self._futures[key]
+            if (entry := self._inflight.get(key)) is not None:
+                return entry.future
+            mine = sum(e.client == client for e in self._inflight.values())
+            if mine >= self.max_per_client:
+                raise TooManyJobs(
+                    f"This client already has {mine} analyses queued or running (LOUPE_MAX_JOBS_PER_CLIENT); "
+                    "wait for one to finish.",
+                    retry_after=5,
+                )
             on_new()
-            progress = Progress(timeout_s=self.timeout_s)
-            future = self.pool.submit(self._run, key, compute, progress)
-            self._futures[key], self._progress[key] = future, progress
-            self._order.append(key)
-            future.add_done_callback(lambda _f, key=key: self._finished(key))
-            return future
+            entry = _Entry(key, client, fn, Progress(timeout_s=self.timeout_s), Future())
+            self._inflight[key] = entry
+            self._queues.setdefault(client, deque()).append(entry)
+            self._lock.notify()
+            return entry.future
 
-    def _run(self, key: str, compute: Compute, progress: Progress) -> None:
-        if (row := self.cache.get(key)) is not None and row.status == "done":
-            return  # finished by a job that ended between the caller's cache check and this submit
-        progress.start()
-        self.cache.set_status(key, "running")
-        with self._lock:
-            self.computed += 1
-        try:
-            result, blobs = compute(progress)
-        except JobTimeout as exc:
-            self.cache.fail(key, exc.body())
-            raise
-        except AppError:  # bad input found while computing: nothing to keep
-            self.cache.forget(key)
-            raise
-        except Exception as exc:
-            log.exception("analysis %s failed", key)
-            self.cache.fail(key, {"error": f"The analysis failed: {type(exc).__name__}.", "code": "analysis_failed", "status": 500})
-            raise
-        progress.stage, progress.fraction = "storing", 1.0
-        self.cache.store(key, result, blobs)
+    def _next(self) -> _Entry | None:
+        """The next job, round-robin over clients (caller holds the lock); None when closed."""
+        while not self._closed:
+            for client, queue in self._queues.items():
+                entry = queue.popleft()
+                if queue:
+                    self._queues.move_to_end(client)  # its next job waits for the other clients' turns
+                else:
+                    del self._queues[client]
+                return entry
+            self._lock.wait()
+        return None
 
-    def _finished(self, key: str) -> None:
-        with self._lock:
-            self._futures.pop(key, None)
-            self._progress.pop(key, None)
-            if key in self._order:
-                self._order.remove(key)
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                entry = self._next()
+                if entry is None:
+                    return
+                self.computed += 1
+            if not entry.future.set_running_or_notify_cancel():
+                continue
+            entry.progress.start()
+            token = job_progress.current.set(entry.progress)
+            try:
+                entry.fn(entry.progress)
+            except BaseException as exc:  # the job records its own failures; this is the last guard
+                log.exception("job %s raised", entry.key)
+                entry.future.set_exception(exc)
+            else:
+                entry.future.set_result(None)
+            finally:
+                job_progress.current.reset(token)
+                with self._lock:
+                    self._inflight.pop(entry.key, None)
 
     def progress(self, key: str) -> dict | None:
-        """{"stage", "percent", "queue_position"} for an in-flight job, else None."""
+        """{"stage", "percent", "queue_position"} for an in-flight job, else None. The position
+        counts the jobs that round-robin will start before this one."""
         with self._lock:
-            progress = self._progress.get(key)
-            if progress is None:
+            entry = self._inflight.get(key)
+            if entry is None:
                 return None
-            ahead = [k for k in self._order[: self._order.index(key)] if self._progress[k].stage == "queued"]
-            return {**progress.public(), "queue_position": len(ahead) if progress.stage == "queued" else 0}
+            position = 0
+            if entry.progress.stage == "queued" and entry.client in self._queues:
+                mine = list(self._queues[entry.client]).index(entry)
+                clients = list(self._queues)
+                turn = clients.index(entry.client)
+                position = mine + sum(
+                    min(len(self._queues[c]), mine + (1 if i < turn else 0)) for i, c in enumerate(clients) if c != entry.client
+                )
+            return {**entry.progress.public(), "queue_position": position}
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Stop taking jobs; queued ones are cancelled (their rows are marked interrupted at next start)."""
+        with self._lock:
+            self._closed = True
+            for queue in self._queues.values():
+                for entry in queue:
+                    entry.future.cancel()
+            self._queues.clear()
+            self._lock.notify_all()

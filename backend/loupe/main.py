@@ -1,21 +1,21 @@
-"""Builds the app: services, routers, error handlers, static files; nothing else."""
+"""Builds the app: services, routers, error handlers, middleware, static files; nothing else."""
 
-import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from . import __version__
 from .api import errors
-from .api.routes import analyses, datasets, health, models
+from .api.middleware import DeclaredSizeLimit, SecurityHeaders, security_headers
+from .api.routes import analyses, datasets, docs, health, models
 from .config import Settings, get_settings
 from .db.cache import ResultCache
 from .db.engine import init_db, make_engine
 from .jobs import JobRunner
 from .model_store import ModelStore
-
-log = logging.getLogger("loupe")
+from .runs import RunService
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,16 +24,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = make_engine(settings.sqlalchemy_url)
-        cache = ResultCache(init_db(engine))
-        interrupted = cache.fail_interrupted()
-        if interrupted:
-            log.warning("marked %d interrupted analyses as failed", interrupted)
+        jobs = JobRunner(settings.max_jobs, settings.max_jobs_per_client, settings.job_timeout_s)
         app.state.settings = settings
-        app.state.cache = cache
         app.state.store = ModelStore(settings)
-        app.state.jobs = JobRunner(cache, settings.max_jobs, settings.job_timeout_s)
+        app.state.runs = RunService(settings, app.state.store, ResultCache(init_db(engine)), jobs)
+        app.state.runs.recover()
         yield
-        app.state.jobs.shutdown()
+        jobs.shutdown()
         engine.dispose()
 
     app = FastAPI(
@@ -41,20 +38,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Attention maps, head scores and loop iterations of transformer language models.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
-
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        """Refuse bodies over LOUPE_MAX_BODY_BYTES before reading them."""
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return errors.error_response(
-                f"The request body is larger than {settings.max_body_bytes} bytes.", "too_long", 413
-            )
-        return await call_next(request)
+    # outermost last: headers on everything; a declared size refused unread; a streamed
+    # (chunked) body counted as it arrives, its 413 raised where the route reads it
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(DeclaredSizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, headers=security_headers(settings))
     for router in (health.router, models.router, analyses.router, datasets.router):
         app.include_router(router, prefix="/api", responses=errors.ERROR_RESPONSES)
-
+    docs.mount(app)
     app.mount("/", StaticFiles(directory=settings.frontend_dir, html=True), name="frontend")
     return app

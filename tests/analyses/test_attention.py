@@ -31,7 +31,7 @@ def _stored(output) -> dict[tuple[int, int, int], torch.Tensor]:
     """(iteration, layer, head) -> the pattern as stored and served."""
     return {
         (b.iteration, b.layer, b.head): torch.from_numpy(decode_pattern(b.codec, b.data, b.shape))
-        for b in output.patterns.blobs()
+        for b in output.patterns.slices()
         if b.name == "pattern"
     }
 

@@ -17,7 +17,7 @@ def test_attention_is_computed_once_then_served_from_cache(client):
     body = first.json()
     assert body["status"] == "done" and len(body["id"]) == 64
     assert body["result"]["n_layers"] == 2 and body["result"]["n_heads"] == 4 and body["result"]["n_iterations"] == 1
-    jobs = client.app.state.jobs
+    jobs = client.app.state.runs.jobs
     assert jobs.computed == 1
     again = client.post("/api/analyses", json=ATTENTION).json()
     assert again["id"] == body["id"] and again["result"] == body["result"]
@@ -94,7 +94,7 @@ def test_results_survive_a_restart(settings):
     with TestClient(create_app(settings)) as client:
         again = client.post("/api/analyses", json=ATTENTION).json()
         assert again["id"] == first["id"] and again["result"] == first["result"]
-        assert client.app.state.jobs.computed == 0
+        assert client.app.state.runs.jobs.computed == 0
         assert client.get(f"/api/analyses/{first['id']}/attention", params={"layer": 1, "head": 0}).status_code == 200
 
 

@@ -39,7 +39,7 @@ def test_bad_analysis_requests(client, payload, status, code):
 
 def test_rejected_input_is_not_stored(client):
     client.post("/api/analyses", json={**ATTENTION, "text": "copy " * 300})
-    assert client.app.state.jobs.computed == 1
+    assert client.app.state.runs.jobs.computed == 1
     retry = client.post("/api/analyses", json={**ATTENTION, "text": "copy " * 300})
     _assert_error(retry, 413, "too_long")
 
@@ -73,6 +73,6 @@ def test_bad_slice_requests(client, query, status, code):
 
 def test_slices_of_an_analysis_without_patterns_are_not_found(client):
     # a request that is queued (never computed) has no slices yet: a clear conflict, not a 500
-    cache = client.app.state.cache
+    cache = client.app.state.runs.cache
     cache.begin("f" * 64, "attention", 1, TINY, {"text": "x", "params": {}})
     _assert_error(client.get("/api/analyses/" + "f" * 64 + "/attention"), 409, "not_ready")

@@ -33,7 +33,7 @@ def test_hallucination_result_shape_and_permalink(client):
     assert len(result["heads"]) == len(result["induction_scores"]) == len(result["bos_by_head"][0]) == 8
     assert len(result["retrieval_heads"]) == 2 and set(result["formulas"]) >= {"signal", "lookback_ratio"}
     again = client.post("/api/analyses", json=GENERATE).json()
-    assert again["id"] == body["id"] and client.app.state.jobs.computed == 1
+    assert again["id"] == body["id"] and client.app.state.runs.jobs.computed == 1
     assert client.get(f"/api/analyses/{body['id']}").json()["result"] == result
 
 
@@ -46,7 +46,7 @@ def test_eval_runs_and_is_cached(client):
     roc = result["signals"]["bos_retrieval"]["roc"]
     assert len(roc["fpr"]) == len(roc["tpr"]) == len(roc["thresholds"])
     assert client.post("/api/analyses", json=request).json()["id"] == body["id"]
-    assert client.app.state.jobs.computed == 1
+    assert client.app.state.runs.jobs.computed == 1
 
 
 def test_both_analyses_are_listed(client):

@@ -22,7 +22,7 @@ def test_twenty_identical_requests_compute_once(client):
     bodies = [r.json() for r in responses]
     assert {b["id"] for b in bodies} == {bodies[0]["id"]}
     assert all(b["status"] == "done" and b["result"] == bodies[0]["result"] for b in bodies)
-    assert client.app.state.jobs.computed == 1
+    assert client.app.state.runs.jobs.computed == 1
 
 
 def test_concurrent_mixed_requests_equal_sequential_ones(settings, tmp_path):

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from ..generation import Generation, generate_with_attention
 from ..model_store import LoadedModel
-from .head_scores import HeadScoreParams, head_scores
-from .registry import AnalysisOutput, Inputs, register, require_text, rounded
+from .head_scores import HeadScoreParams
+from .registry import MAX_SEED, AnalysisOutput, Inputs, register, require_text, required_result, rounded
 
 SIGNAL_FORMULAS = {
     "signal": "attention to BOS (key 0) of the query that predicts the token, averaged over the retrieval heads: "
@@ -30,7 +30,7 @@ class HallucinationParams(BaseModel):
     max_new_tokens: int = Field(16, ge=1, le=256, description="How many tokens to generate at most (stops at EOS)")
     sample: bool = Field(False, description="Sample (seeded) instead of taking the most likely token")
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (sampling only)")
-    seed: int = Field(0, ge=0, description="Seed of the sampler (sampling only)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the sampler (sampling only)")
     top_k: int = Field(4, ge=1, le=256, description="At most this many retrieval heads (by induction score) are averaged")
     min_induction: float = Field(
         0.1, ge=0, le=1, description="Retrieval heads need at least this induction score (the best head always counts)"
@@ -81,12 +81,13 @@ def lookback_ratio(generation: Generation) -> torch.Tensor:
     return torch.where(seen == 0, torch.ones_like(ratio), ratio)
 
 
-def induction_by_head(model: LoadedModel) -> torch.Tensor:
+def induction_by_head(model: LoadedModel, inputs: Inputs) -> torch.Tensor:
     """Every head's induction score, flattened over [iteration, layer, head], from Loupe's head_scores
-    on repeated random tokens (as long as the context allows, up to the default length)."""
+    on repeated random tokens (as long as the context allows, up to the default length): the
+    cached head_scores analysis of those params, itself a permalink."""
     seq_len = min(HeadScoreParams().seq_len, (model.n_ctx - 1) // 2)
-    output = head_scores(model, HeadScoreParams(seq_len=seq_len), Inputs())
-    return torch.tensor(output.result.scores["induction"]).flatten()  # [iteration * layer * head]
+    result = required_result(model, inputs, "head_scores", HeadScoreParams(seq_len=seq_len))
+    return torch.tensor(result["scores"]["induction"]).flatten()  # [iteration * layer * head]
 
 
 def top_heads(induction: torch.Tensor, k: int, min_score: float = 0.0) -> torch.Tensor:
@@ -120,7 +121,7 @@ def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Input
     signal reaches the threshold; per head, the token x head BOS and lookback matrices."""
     prompt_ids = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, prompt_pos]
     inputs.progress("scoring heads", 0.05)
-    induction = induction_by_head(model)
+    induction = induction_by_head(model, inputs)
     heads = top_heads(induction, params.top_k, params.min_induction)
     inputs.progress("generating", 0.3)
     eos = model.tokenizer.eos_token_id

@@ -7,7 +7,6 @@ ratio, and a logistic-regression detector over per-head features trained on a st
 Rows come from the built-in key-value set (loupe.facts) or from JSONL in the params.
 """
 
-import json
 from typing import Literal
 
 import numpy as np
@@ -18,8 +17,9 @@ from ..errors import TooLong
 from ..facts import ANIMALS, MAX_FACTS, MIN_FACTS, builtin_rows
 from ..generation import generate_with_attention
 from ..model_store import LoadedModel
+from .datasets import json_line
 from .hallucination import head_labels, induction_by_head, token_signals, top_heads
-from .registry import AnalysisOutput, Inputs, register
+from .registry import MAX_SEED, AnalysisOutput, Inputs, register
 from .roc import auroc, best_threshold, has_both_classes, roc_curve
 
 MAX_ROWS = 2000
@@ -63,10 +63,7 @@ def parse_jsonl(text: str) -> list[EvalRow]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"line {number} is not JSON ({exc.msg})") from None
+        raw = json_line(line, number)
         if isinstance(raw, dict) and isinstance(raw.get("label"), bool):
             raw["label"] = int(raw["label"])
         try:
@@ -89,7 +86,7 @@ class HallucinationEvalParams(BaseModel):
     source: Literal["builtin", "jsonl"] = Field("builtin", description="The built-in key-value set, or rows in `jsonl`")
     n_examples: int = Field(200, ge=10, le=MAX_ROWS, description="Built-in set: how many rows (half of them made up)")
     max_facts: int = Field(MAX_FACTS, ge=1, le=len(ANIMALS), description=f"Built-in set: facts per context, {MIN_FACTS} to this")
-    seed: int = Field(0, ge=0, description="Seed of the built-in set and of the train/test split")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the built-in set and of the train/test split")
     jsonl: str | None = Field(
         None,
         max_length=MAX_JSONL_CHARS,
@@ -229,7 +226,7 @@ def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inpu
             raise TooLong(f"Row {number}: the prompt is {ids.shape[1]} tokens; with the answer it exceeds {model.id}'s context of {model.n_ctx}.")
         prompts.append(ids)
     inputs.progress("scoring heads", 0.02)
-    induction = induction_by_head(model)
+    induction = induction_by_head(model, inputs)
     heads = top_heads(induction, params.top_k, params.min_induction)
     eos = model.tokenizer.eos_token_id
     features, answers, per_row = [], [], []

@@ -7,14 +7,14 @@ from ..capture import summarize_and_store
 from ..errors import TooLong
 from ..loops import LoopSpec
 from ..model_store import LoadedModel
-from .registry import AnalysisOutput, Inputs, register, rounded
+from .registry import MAX_SEED, AnalysisOutput, Inputs, register, rounded
 from .scores import SCORE_FORMULAS, repeated_random_tokens, score_heads
 
 
 class HeadScoreParams(BaseModel):
     seq_len: int = Field(50, ge=4, le=512, description="S: length of the random sequence, which is repeated once")
     batch: int = Field(10, ge=1, le=64, description="How many random sequences are averaged over")
-    seed: int = Field(0, ge=0, description="Seed of the random tokens")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the random tokens")
     loop: LoopSpec | None = Field(None, description="Loop count, or a retrofit loop of a plain model.")
 
 

@@ -19,7 +19,7 @@ from ..errors import InvalidInput
 from ..loops import LoopSpec, capture_residuals, loop_layers, looping, readout, run_recording
 from ..model_store import LoadedModel
 from .datasets import BUILT_IN, MAX_ROWS, Dataset, Row, check_rows
-from .registry import AnalysisOutput, Inputs, register
+from .registry import MAX_SEED, AnalysisOutput, Inputs, register
 
 LOGIT_BUDGET = 1 << 22  # floats of logits per forward batch (16 MB): bounds memory on large vocabularies
 MAX_BATCH = 64
@@ -36,7 +36,7 @@ class ProbeParams(BaseModel):
     )
     position: int = Field(-1, ge=-MAX_ROWS, le=MAX_ROWS, description="Token position read; negative counts from the end.")
     folds: int = Field(5, ge=2, le=10, description="k of the stratified k-fold cross-validation.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the generator and of the fold split.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the generator and of the fold split.")
     loop: LoopSpec | None = Field(None, description="Loop count, or a retrofit loop of a plain model.")
 
     @model_validator(mode="after")

@@ -22,6 +22,8 @@ class Inputs:
     text: str | None = None
     max_tokens: int = 1024
     progress: Callable[[str, float], None] = field(default=lambda stage, fraction: None)
+    # another analysis' JSON result by (registry name, params), from the run service's cache
+    require: Callable[[str, BaseModel], dict] | None = None
 
 
 @dataclass
@@ -91,6 +93,8 @@ class AnalysisSpec:
 
 REGISTRY: dict[str, AnalysisSpec] = {}
 
+MAX_SEED = 2**31 - 1  # every seed param's bound: torch and numpy generators take it on every platform
+
 
 def register(
     name: str, *, version: int, params: type[BaseModel], needs: tuple[str, ...] = (), stores_patterns: bool = False
@@ -115,6 +119,15 @@ def register(
 def rounded(values: torch.Tensor, decimals: int = 4) -> list:
     """A tensor as nested JSON lists, rounded in float64 so the JSON carries no float32 noise."""
     return values.detach().double().round(decimals=decimals).tolist()
+
+
+def required_result(model: Any, inputs: Inputs, name: str, params: BaseModel) -> dict:
+    """The JSON result of analysis `name` on the same model: through the run service (cached and
+    stored as its own analysis) or, outside one (tests, benchmarks), computed here."""
+    if inputs.require is not None:
+        return inputs.require(name, params)
+    quiet = Inputs(max_tokens=inputs.max_tokens)
+    return REGISTRY[name].fn(model, params, quiet).result.model_dump(mode="json")
 
 
 def require_text(inputs: Inputs) -> str:

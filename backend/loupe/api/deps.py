@@ -1,16 +1,14 @@
-"""Annotated dependencies: the app's long-lived services, taken from app.state."""
-
-from typing import Annotated
+"""Annotated dependencies: the app's long-lived services, taken from app.state, and who is asking."""
 
 import hmac
+from typing import Annotated
 
 from fastapi import Depends, Request
 
 from ..config import Settings
 from ..errors import Unauthorized
-from ..db.cache import ResultCache
-from ..jobs import JobRunner
 from ..model_store import ModelStore
+from ..runs import RunService
 
 
 def _settings(request: Request) -> Settings:
@@ -21,18 +19,23 @@ def _store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
-def _cache(request: Request) -> ResultCache:
-    return request.app.state.cache
+def _runs(request: Request) -> RunService:
+    return request.app.state.runs
 
 
-def _jobs(request: Request) -> JobRunner:
-    return request.app.state.jobs
+def client_id(request: Request) -> str:
+    """Who a request comes from, for per-client job limits and fair queueing: the first address
+    of LOUPE_CLIENT_HEADER when set (a trusted proxy's header), else the peer address."""
+    header = request.app.state.settings.client_header
+    if header and (value := request.headers.get(header, "").split(",")[0].strip()):
+        return value
+    return request.client.host if request.client else "unknown"
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[ModelStore, Depends(_store)]
-CacheDep = Annotated[ResultCache, Depends(_cache)]
-JobsDep = Annotated[JobRunner, Depends(_jobs)]
+RunsDep = Annotated[RunService, Depends(_runs)]
+ClientDep = Annotated[str, Depends(client_id)]
 
 
 def require_token(request: Request) -> None:

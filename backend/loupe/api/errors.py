@@ -1,4 +1,9 @@
-"""The single place where failures become HTTP: one body shape {"error", "code", "status"}."""
+"""The single place where failures become HTTP: one body shape {"error", "code", "status"}.
+
+Every body comes from `AppError.body()`. An unexpected exception becomes a 500 in that shape,
+logged with its traceback; it is answered inside the app (never re-raised to the server), so the
+client's keep-alive connection survives it.
+"""
 
 import logging
 
@@ -7,12 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import AppError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "too_long", 401: "unauthorized", 403: "forbidden"}
+_HTTP_CODES = {
+    400: "invalid_input", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    413: "too_long", 429: "too_many_jobs",
+}
 
 
 class ErrorBody(BaseModel):
@@ -27,20 +36,23 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
+        400: "Malformed request body",
         401: "An API token is required (LOUPE_API_TOKEN)",
-        404: "Unknown model, analysis or route",
+        404: "Unknown model, analysis, route or stored slice",
+        405: "Method not allowed (see the Allow header)",
         409: "The analysis is not done",
         413: "Text, body or sequence too long",
         422: "Invalid input",
-        500: "Internal error or interrupted analysis",
-        503: "The model could not be loaded",
+        429: "Too many analyses queued by this client (see Retry-After)",
+        500: "Internal error, or the analysis failed (the message names the cause)",
+        503: "The model could not be loaded, or the computation was interrupted",
         504: "The analysis exceeded its time limit",
     }.items()
 }
 
 
-def error_response(message: str, code: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message, "code": code, "status": status}, status_code=status)
+def respond(error: AppError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers={**error.headers(), **(headers or {})})
 
 
 def _describe(exc: RequestValidationError) -> str:
@@ -51,22 +63,48 @@ def _describe(exc: RequestValidationError) -> str:
     return "Invalid request. " + "; ".join(parts)
 
 
+INTERNAL = AppError("Internal error; it has been logged.", code="internal_error", status=500)
+
+
+class CatchAll:
+    """Answers an exception that escaped every handler with the 500 body, without re-raising it
+    (Starlette's outermost handler re-raises, and the server then drops the connection)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if scope["type"] != "http" or started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await respond(INTERNAL)(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        return error_response(exc.message, exc.code, exc.status)
+        return respond(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(_describe(exc), "invalid_input", 422)
+        return respond(AppError(_describe(exc), code="invalid_input", status=422))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
-        return error_response(message, code, exc.status_code)
+        if exc.status_code == 413:
+            message = f"The request body is larger than the server's limit ({request.app.state.settings.max_body_bytes} bytes)."
+        error = AppError(message, code=_HTTP_CODES.get(exc.status_code, "http_error"), status=exc.status_code)
+        return respond(error, headers=dict(exc.headers or {}))  # e.g. Allow on a 405
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response("Internal error; it has been logged.", "internal_error", 500)
+    app.add_middleware(CatchAll)

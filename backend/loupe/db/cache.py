@@ -2,27 +2,26 @@
 
 A result becomes visible only as a whole: its blobs and its `done` status are written in one
 transaction, so a crash mid-write leaves the previous state (never a partial result marked done).
+Rows are kept within a byte budget by evicting the least recently read results (their request
+stays, so a permalink recomputes); failures expire.
 """
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .tables import Analysis, Blob
+from ..codec import Slice
+from ..hashing import canonical_json
+from .tables import Analysis, Blob, now
 
 ACTIVE = ("queued", "running")
+READ_RESOLUTION = timedelta(seconds=30)  # a read refreshes read_at at most this often (no write per GET)
 
 
-@dataclass(frozen=True)
-class BlobData:
-    name: str
-    iteration: int
-    layer: int
-    head: int
-    codec: str
-    shape: list[int]
-    data: bytes
+def _json_size(value: object) -> int:
+    return 0 if value is None else len(canonical_json(value).encode("utf-8"))
 
 
 class ResultCache:
@@ -33,13 +32,22 @@ class ResultCache:
         with self.sessions() as session:
             return session.get(Analysis, key)
 
+    def read(self, key: str) -> Analysis | None:
+        """The row, marking it read now (what eviction orders by)."""
+        row = self.get(key)
+        if row is not None and row.status == "done" and now() - row.read_at > READ_RESOLUTION:
+            with self.sessions.begin() as session:
+                session.execute(update(Analysis).where(Analysis.id == key).values(read_at=now()))
+        return row
+
     def begin(self, key: str, analysis: str, version: int, model: str, request: dict) -> None:
-        """Record a request as queued (a retry of a failed one starts over)."""
+        """Record a request as queued (a retry of a failed or evicted one starts over)."""
         with self.sessions.begin() as session:
             row = session.get(Analysis, key)
             if row is None:
                 session.add(
-                    Analysis(id=key, analysis=analysis, version=version, model=model, request=request, status="queued")
+                    Analysis(id=key, analysis=analysis, version=version, model=model, request=request, status="queued",
+                             size_bytes=_json_size(request))
                 )
             elif row.status != "done":
                 row.status, row.error = "queued", None
@@ -48,33 +56,84 @@ class ResultCache:
         with self.sessions.begin() as session:
             session.execute(update(Analysis).where(Analysis.id == key).values(status=status))
 
-    def store(self, key: str, result: dict, blobs: list[BlobData]) -> None:
+    def store(self, key: str, result: dict, slices: Iterable[Slice]) -> None:
         """Write all blobs and mark the analysis done, atomically."""
         with self.sessions.begin() as session:
+            row = session.get(Analysis, key)
+            if row is None:  # deleted while it ran: the result has no request to belong to
+                return
             session.execute(delete(Blob).where(Blob.analysis_id == key))
-            session.add_all(Blob(analysis_id=key, **blob.__dict__) for blob in blobs)
-            session.execute(
-                update(Analysis).where(Analysis.id == key).values(status="done", result=result, error=None)
-            )
+            blobs = [Blob(analysis_id=key, **piece.__dict__) for piece in slices]
+            session.add_all(blobs)
+            row.status, row.result, row.error, row.read_at = "done", result, None, now()
+            row.size_bytes = _json_size(row.request) + _json_size(result) + sum(len(b.data) for b in blobs)
 
     def fail(self, key: str, error: dict) -> None:
+        """Keep a failure with its error body; GET answers it with status `error`."""
         with self.sessions.begin() as session:
-            session.execute(update(Analysis).where(Analysis.id == key).values(status="error", error=error))
+            session.execute(update(Analysis).where(Analysis.id == key).values(status="error", error=error, result=None))
 
-    def forget(self, key: str) -> None:
-        """Drop a request that never produced anything worth keeping (e.g. rejected input)."""
+    def delete(self, key: str) -> bool:
+        """Remove an analysis and its blobs; False if there was none."""
         with self.sessions.begin() as session:
-            session.execute(delete(Analysis).where(Analysis.id == key, Analysis.status != "done"))
+            session.execute(delete(Blob).where(Blob.analysis_id == key))
+            return session.execute(delete(Analysis).where(Analysis.id == key)).rowcount > 0
 
     def blob(self, key: str, name: str, iteration: int, layer: int, head: int) -> Blob | None:
         with self.sessions() as session:
             return session.get(Blob, (key, name, iteration, layer, head))
 
-    def fail_interrupted(self) -> int:
+    def fail_interrupted(self, error: dict) -> int:
         """At start-up: jobs left queued or running by a dead process become failed (re-runnable)."""
-        error = {"error": "The computation was interrupted; submit it again.", "code": "interrupted", "status": 500}
         with self.sessions.begin() as session:
-            keys = session.scalars(select(Analysis.id).where(Analysis.status.in_(ACTIVE))).all()
-            if keys:
-                session.execute(update(Analysis).where(Analysis.id.in_(keys)).values(status="error", error=error))
-            return len(keys)
+            return session.execute(
+                update(Analysis).where(Analysis.status.in_(ACTIVE)).values(status="error", error=error)
+            ).rowcount
+
+    def expire_failures(self, older_than: datetime) -> int:
+        """Drop failed analyses last touched before `older_than`."""
+        with self.sessions.begin() as session:
+            return session.execute(
+                delete(Analysis).where(Analysis.status == "error", Analysis.updated_at < older_than)
+            ).rowcount
+
+    def stored_bytes(self) -> int:
+        """What every analysis holds (request, result, blobs), as counted in `size_bytes`."""
+        with self.sessions() as session:
+            return int(session.scalar(select(func.coalesce(func.sum(Analysis.size_bytes), 0))))
+
+    def evict_to(self, max_bytes: int, keep: tuple[str, ...] = ()) -> list[str]:
+        """Evict the least recently read results until everything stored fits in `max_bytes`:
+        first their result and blobs (the row keeps its request, status `evicted`), then, if that
+        is not enough, whole evicted or failed rows. Running and queued rows, and those in `keep`
+        (the result just stored), are never touched. Returns the evicted ids."""
+        evicted: list[str] = []
+        with self.sessions.begin() as session:
+            total = int(session.scalar(select(func.coalesce(func.sum(Analysis.size_bytes), 0))))
+            if total <= max_bytes:
+                return evicted
+            for stage in ("done", "tombstones"):
+                statuses = ("done",) if stage == "done" else ("evicted", "error")
+                rows = session.scalars(
+                    select(Analysis)
+                    .where(Analysis.status.in_(statuses), Analysis.id.not_in(keep))
+                    .order_by(Analysis.read_at, Analysis.id)
+                ).all()
+                for row in rows:
+                    if total <= max_bytes:
+                        break
+                    session.execute(delete(Blob).where(Blob.analysis_id == row.id))
+                    if stage == "done":
+                        kept = _json_size(row.request)
+                        row.status, row.result, row.error = "evicted", None, None
+                    else:
+                        kept = 0
+                        session.delete(row)
+                    total -= row.size_bytes - kept
+                    row.size_bytes = kept
+                    evicted.append(row.id)
+        if evicted and self.sessions.kw["bind"].dialect.name == "sqlite":
+            with self.sessions.kw["bind"].connect() as connection:  # give the freed pages back to the file system
+                connection.execute(text("PRAGMA incremental_vacuum"))
+                connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        return evicted

@@ -1,15 +1,15 @@
-"""The SQLAlchemy engine (SQLite in WAL mode with a busy timeout) and its session factory."""
+"""The SQLAlchemy engine (SQLite in WAL mode with a busy timeout), its session factory, and migrations."""
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from .tables import SCHEMA_VERSION, Base, Meta
 
 
 class SchemaMismatch(RuntimeError):
-    """The database was written by another schema version; Loupe refuses to misread it."""
+    """The database was written by a schema Loupe cannot read; Loupe refuses to misread it."""
 
 
 def make_engine(url: str) -> Engine:
@@ -20,6 +20,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
             cursor = dbapi_connection.cursor()
+            # before any table exists: a new file frees pages on `PRAGMA incremental_vacuum` (eviction)
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
@@ -30,17 +32,45 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _migrate_1_to_2(session: Session) -> None:
+    """Version 2 adds each analysis' stored size and last read time (for LOUPE_MAX_DB_BYTES): the
+    columns are added and filled from what is stored; nothing is dropped."""
+    columns = {c["name"] for c in inspect(session.connection()).get_columns("analysis")}
+    for name, ddl in (("size_bytes", "INTEGER NOT NULL DEFAULT 0"), ("read_at", "TIMESTAMP")):
+        if name not in columns:
+            session.execute(text(f"ALTER TABLE analysis ADD COLUMN {name} {ddl}"))
+    session.execute(
+        text(
+            "UPDATE analysis SET read_at = COALESCE(read_at, updated_at, created_at), size_bytes = "
+            "LENGTH(CAST(request AS TEXT)) + COALESCE(LENGTH(CAST(result AS TEXT)), 0) + "
+            "COALESCE((SELECT SUM(LENGTH(data)) FROM blob WHERE blob.analysis_id = analysis.id), 0)"
+        )
+    )
+    for column in ("status", "read_at"):
+        session.execute(text(f"CREATE INDEX IF NOT EXISTS ix_analysis_{column} ON analysis ({column})"))
+
+
+MIGRATIONS = {1: _migrate_1_to_2}
+
+
 def init_db(engine: Engine) -> sessionmaker[Session]:
-    """Create the tables on a new database; refuse one written by a different schema version."""
+    """Create the tables on a new database, migrate an older one in place, and refuse one written
+    by a newer (unknown) schema version."""
     Base.metadata.create_all(engine)
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory.begin() as session:
         row = session.get(Meta, "schema_version")
         if row is None:
             session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-        elif row.value != str(SCHEMA_VERSION):
+            return factory
+        version = int(row.value) if row.value.isdigit() else -1
+        if version not in MIGRATIONS and version != SCHEMA_VERSION:
             raise SchemaMismatch(
                 f"the database at {engine.url} has schema version {row.value}, this Loupe uses "
-                f"{SCHEMA_VERSION}; point LOUPE_DATA_DIR at a new folder or remove the old file"
+                f"{SCHEMA_VERSION} and migrates from {sorted(MIGRATIONS)}; point LOUPE_DATA_DIR at a new folder"
             )
+        while version in MIGRATIONS:
+            MIGRATIONS[version](session)
+            version += 1
+        row.value = str(version)
     return factory

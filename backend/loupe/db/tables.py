@@ -2,14 +2,31 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend: SQLite keeps no zone, so one is attached on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -24,7 +41,11 @@ class Meta(Base):
 
 
 class Analysis(Base):
-    """One analysis request and, once done, its summary result. `id` is the request's content key."""
+    """One analysis request and, once done, its summary result. `id` is the request's content key.
+
+    status: queued | running | done | error (the `error` body says why) | evicted (result and
+    blobs dropped to keep the database under LOUPE_MAX_DB_BYTES; `request` is kept, so a
+    permalink can recompute it)."""
 
     __tablename__ = "analysis"
 
@@ -33,11 +54,13 @@ class Analysis(Base):
     version: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(256), index=True)
     request: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16))  # queued | running | done | error
+    status: Mapped[str] = mapped_column(String(16), index=True)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)  # request + result + blobs, as stored
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, index=True)  # least recently read go first
 
 
 class Blob(Base):

@@ -7,10 +7,13 @@ An upload is not stored: it is parsed, checked and returned as rows, which the c
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from typing_extensions import Annotated
 
+from ...analyses.registry import MAX_SEED
 from ...analyses.datasets import BUILT_IN, MAX_ROWS, MAX_UPLOAD_BYTES, Row, parse_upload
 from ...errors import NotFound
+from ...hashing import check_encodable
 
 router = APIRouter(tags=["datasets"])
 
@@ -22,7 +25,9 @@ class BuiltIn(BaseModel):
 
 class Upload(BaseModel):
     format: Literal["jsonl", "csv"] = Field(description="`jsonl`: one {text, label[, prompt, answer]} per line; `csv`: a header row with those columns.")
-    content: str = Field(max_length=MAX_UPLOAD_BYTES, description="The file's text.")
+    content: Annotated[str, AfterValidator(lambda text: check_encodable(text, "The upload"))] = Field(
+        max_length=MAX_UPLOAD_BYTES, description="The file's text."
+    )
 
 
 class Rows(BaseModel):
@@ -56,7 +61,7 @@ def built_in_datasets() -> list[BuiltIn]:
 def built_in_rows(
     name: str,
     n: int = Query(20, ge=1, le=MAX_ROWS),
-    seed: int = Query(0, ge=0, le=2**31 - 1),
+    seed: int = Query(0, ge=0, le=MAX_SEED),
 ) -> Rows:
     """The rows a built-in generator makes for (n, seed): what `probes` reads with the same params."""
     if name not in BUILT_IN:

@@ -1,0 +1,190 @@
+"""The run service: everything between a validated request and a stored result, or a stored failure.
+
+key -> cache lookup -> single-flight job -> model lock -> the analysis function -> encoded slices
+-> store. Failures of every kind are stored with their error body (AppError.body()), so a GET
+answers them with status `error` and the cause; nothing is lost to a log. An analysis that needs
+another's result asks through `Inputs.require`, which answers from the cache or computes and
+stores it. Routes call this; nothing below it knows about HTTP.
+"""
+
+import asyncio
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from pydantic import BaseModel, ValidationError
+
+from .analyses import REGISTRY, AnalysisOutput, AnalysisSpec, Inputs
+from .config import Settings
+from .db.cache import ResultCache
+from .db.tables import Analysis, Blob, now
+from .errors import AnalysisFailed, AppError, Interrupted, InvalidInput, NoPatterns, NotFound, NotReady, TooLong, UnknownAnalysis
+from .hashing import check_encodable
+from .jobs import JobRunner
+from .model_store import LoadedModel, ModelStore
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Characters per token can exceed 1 only so far; longer texts are refused before tokenizing.
+MAX_CHARS_PER_TOKEN = 32
+
+
+@dataclass(frozen=True)
+class Run:
+    """A validated request: what is computed, and its content key (cache key and permalink id)."""
+
+    key: str
+    spec: AnalysisSpec
+    model: str
+    text: str | None
+    params: BaseModel
+
+    @property
+    def request(self) -> dict:
+        return {"text": self.text, "params": self.params.model_dump(mode="json")}
+
+
+def spec_of(name: str) -> AnalysisSpec:
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise UnknownAnalysis(f"Unknown analysis {name!r}; known: {', '.join(sorted(REGISTRY))}.")
+    return spec
+
+
+def validate_params(spec: AnalysisSpec, raw: dict) -> BaseModel:
+    try:
+        return spec.params.model_validate(raw)
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()[:5])
+        raise InvalidInput(f"Invalid params for {spec.name}: {details}") from None
+    except RecursionError:
+        raise InvalidInput(f"Invalid params for {spec.name}: nested too deeply.") from None
+
+
+class RunService:
+    def __init__(self, settings: Settings, store: ModelStore, cache: ResultCache, jobs: JobRunner):
+        self.settings, self.store, self.cache, self.jobs = settings, store, cache, jobs
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def plan(self, analysis: str, model: str, text: str | None, params: dict) -> Run:
+        """A Run for a request, or the AppError saying what is wrong with it (before any work)."""
+        spec = spec_of(analysis)
+        valid = validate_params(spec, params)
+        self.store.entry(model)
+        text = text if spec.takes_text else None
+        if spec.takes_text:
+            if not (text and text.strip()):
+                raise InvalidInput(f"{spec.name} needs a non-empty `text`.")
+            if len(text) > self.settings.max_tokens * MAX_CHARS_PER_TOKEN:
+                raise TooLong(f"The text has {len(text)} characters; the limit is {self.settings.max_tokens} tokens.")
+        check_encodable({"text": text, "params": valid.model_dump(mode="json")})
+        return Run(spec.key(model, self.store.revision(model), text, valid), spec, model, text, valid)
+
+    def submit(self, run: Run, client: str = "") -> Future | None:
+        """Start computing `run` unless it is stored done (None) or already in flight (its future)."""
+        row = self.cache.read(run.key)
+        if row is not None and row.status == "done":
+            return None
+        begin = partial(self.cache.begin, run.key, run.spec.name, run.spec.version, run.model, run.request)
+        return self.jobs.submit(run.key, partial(self._execute, run), client, on_new=begin)
+
+    @staticmethod
+    async def wait(future: Future | None, seconds: float) -> None:
+        """Wait up to `seconds` for a job without holding a thread (and without cancelling it)."""
+        if future is not None and seconds > 0:
+            await asyncio.wait({asyncio.wrap_future(future)}, timeout=seconds)
+
+    def read(self, key: str) -> Analysis:
+        row = self.cache.read(key)
+        if row is None:
+            raise NotFound(f"No analysis {key!r}.")
+        return row
+
+    def progress(self, key: str) -> dict | None:
+        return self.jobs.progress(key)
+
+    def delete(self, key: str) -> None:
+        """Remove a stored analysis (a job still running for it finishes and stores nothing)."""
+        if not self.cache.delete(key):
+            raise NotFound(f"No analysis {key!r}.")
+
+    def pattern(self, key: str, name: str, iteration: int, layer: int = -1, head: int = -1) -> tuple[Analysis, Blob]:
+        """A done analysis and one of its stored slices, or the error saying why there is none."""
+        row = self.read(key)
+        if row.status != "done":
+            hint = " POST its request again to recompute it." if row.status == "evicted" else ""
+            raise NotReady(f"Analysis {key} is {row.status}, not done.{hint}")
+        if not spec_of(row.analysis).stores_patterns:
+            raise NoPatterns(f"Analysis {key} is a {row.analysis}, which stores no attention patterns.")
+        sizes = {"iteration": (iteration, row.result["n_iterations"])}
+        if name == "pattern":
+            sizes |= {"layer": (layer, row.result["n_layers"]), "head": (head, row.result["n_heads"])}
+        for what, (value, size) in sizes.items():
+            if not 0 <= value < size:
+                raise InvalidInput(f"{what} must be in 0..{size - 1}, got {value}.")
+        blob = self.cache.blob(key, name, iteration, layer, head)
+        if blob is None:
+            raise NoPatterns(f"Analysis {key} stores no {name} at iteration {iteration}.")
+        return row, blob
+
+    # ---- computing (in a job's thread) -------------------------------------------------------
+
+    def _execute(self, run: Run, progress: Progress) -> None:
+        """Compute, encode and store `run`; any failure is stored with its error body."""
+        if (row := self.cache.get(run.key)) is not None and row.status == "done":
+            return  # finished by a job that ended between the caller's cache check and this one
+        self.cache.set_status(run.key, "running")
+        try:
+            model = self.store.get(run.model)
+            with model.lock:
+                output = self._compute(run.spec, model, run.text, run.params, progress)
+            progress.stage = "storing"
+            self._store(run.key, output)
+        except AppError as exc:
+            self.cache.fail(run.key, exc.body())
+        except Exception as exc:
+            log.exception("analysis %s (%s on %s) failed", run.key, run.spec.name, run.model)
+            self.cache.fail(run.key, AnalysisFailed.of(exc).body())
+
+    def _compute(
+        self, spec: AnalysisSpec, model: LoadedModel, text: str | None, params: BaseModel, progress: Progress
+    ) -> AnalysisOutput:
+        require = partial(self._require, model, progress)
+        return spec.fn(model, params, Inputs(text=text, max_tokens=self.settings.max_tokens, progress=progress, require=require))
+
+    def _require(self, model: LoadedModel, progress: Progress, name: str, params: BaseModel) -> dict:
+        """Another analysis' result on `model` (its lock held by the caller): cached, or computed
+        here and stored as its own analysis."""
+        spec = spec_of(name)
+        key = spec.key(model.id, model.revision, None, params)
+        row = self.cache.read(key)
+        if row is not None and row.status == "done":
+            return row.result
+        self.cache.begin(key, spec.name, spec.version, model.id, {"text": None, "params": params.model_dump(mode="json")})
+        output = self._compute(spec, model, None, params, progress)
+        return self._store(key, output)
+
+    def _store(self, key: str, output: AnalysisOutput) -> dict:
+        result = output.result.model_dump(mode="json")
+        self.cache.store(key, result, output.patterns.slices() if output.patterns is not None else [])
+        self.housekeep(keep=(key,))
+        return result
+
+    def housekeep(self, keep: tuple[str, ...] = ()) -> None:
+        """Expire old failures and keep what is stored under LOUPE_MAX_DB_BYTES (never evicting `keep`)."""
+        self.cache.expire_failures(now() - timedelta(seconds=self.settings.failed_ttl_s))
+        if self.settings.max_db_bytes is not None:
+            evicted = self.cache.evict_to(self.settings.max_db_bytes, keep)
+            if evicted:
+                log.info("evicted %d analyses to stay under %d bytes", len(evicted), self.settings.max_db_bytes)
+
+    def recover(self) -> None:
+        """At start-up: jobs a dead process left queued or running become failures (re-runnable)."""
+        body = Interrupted("The computation was interrupted by a server restart; submit it again.").body()
+        if interrupted := self.cache.fail_interrupted(body):
+            log.warning("marked %d interrupted analyses as failed", interrupted)
+        self.housekeep()
