@@ -28,6 +28,7 @@ import torch
 from .codec import PatternStore
 from .loops import LoopSpec, by_iteration, looping, stack_by_iteration
 from .model_store import LoadedModel
+from .progress import checkpoint
 
 ATTENTION = "loupe_capture"
 
@@ -53,6 +54,7 @@ class _Recording:
         return self.probs
 
     def fire(self, module: torch.nn.Module, probs: torch.Tensor) -> None:
+        checkpoint()  # a job past its time limit stops here, within one layer
         layer = self.layer_of[id(module)]
         self.counts[layer] += 1
         self.on_pattern(self.counts[layer] - 1, layer, probs)
@@ -223,6 +225,7 @@ def recording_attention(
 
         def hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
             def record(pattern: torch.Tensor, hook: Any) -> torch.Tensor:
+                checkpoint()
                 recorder.recording.counts[layer] += 1
                 on_pattern(recorder.recording.counts[layer] - 1, layer, pattern.float())
                 return pattern

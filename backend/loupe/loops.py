@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from .errors import InvalidInput
 from .model_store import LoadedModel
+from .progress import checkpoint
 
 # A per-firing transform, applied inside the hook: (activation, hook_name) -> what to keep.
 Keep = Callable[[torch.Tensor, str], Any]
@@ -68,6 +69,7 @@ def run_recording(
 
     def recorder(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
         def record(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+            checkpoint()  # a job past its time limit stops here, within one layer
             drop_kept_patterns()
             firings[name].append(keep(activation, name))
             return activation

@@ -274,7 +274,8 @@ class ModelStore:
                 bridge = boot(entry, self.settings)
             except Exception as exc:
                 log.exception("loading %s failed", model_id)
-                raise ModelUnavailable(f"Model {model_id!r} could not be loaded: {type(exc).__name__}") from exc
+                cause = " ".join(str(exc).split())[:300]
+                raise ModelUnavailable(f"Model {model_id!r} could not be loaded: {type(exc).__name__}: {cause}") from exc
             model = LoadedModel(entry=entry, bridge=bridge, revision=revision_of(entry))
             with self._store_lock:
                 self._loaded[model_id] = model
