@@ -2,10 +2,11 @@
 // {"error", "code", "status"} body, so the page has one thing to show.
 
 export class ApiError extends Error {
-  constructor(message, code = "network_error", status = 0) {
+  constructor(message, code = "network_error", status = 0, retryAfter = null) {
     super(message);
     this.code = code;
     this.status = status;
+    this.retryAfter = retryAfter; // seconds, from Retry-After (429 too_many_jobs): when to ask again
   }
 }
 
@@ -23,8 +24,10 @@ async function send(path, options = {}) {
   } catch {
     // not our JSON error shape (a proxy page, say): fall through to the generic message
   }
-  if (body && typeof body.error === "string") throw new ApiError(body.error, body.code, body.status ?? response.status);
-  throw new ApiError(`${response.status} ${response.statusText || "error"} from ${path}`, "http_error", response.status);
+  const retry = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  const retryAfter = Number.isFinite(retry) && retry >= 0 ? retry : null;
+  if (body && typeof body.error === "string") throw new ApiError(body.error, body.code, body.status ?? response.status, retryAfter);
+  throw new ApiError(`${response.status} ${response.statusText || "error"} from ${path}`, "http_error", response.status, retryAfter);
 }
 
 async function getJson(path) {
@@ -45,6 +48,9 @@ function authHeaders() {
 }
 
 export const listModels = () => getJson("/api/models");
+
+/** Every analysis the server runs: {name, needs, takes_text, takes_loop, stores_patterns, params, ...}. */
+export const listAnalysisTypes = () => getJson("/api/analysis_types");
 
 export const getAnalysis = (id) => getJson(`/api/analyses/${encodeURIComponent(id)}`);
 

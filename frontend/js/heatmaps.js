@@ -1,60 +1,13 @@
 // Plotly heatmaps shared by the analysis views: the layer x head grid and one head's pattern.
-// Every string handed to Plotly goes through plotlyText(): Plotly renders tags such as <b> or <br>
-// in labels and hover text, and token strings are user data.
+// Defaults (fonts, config, token labels) are plotting.js'.
 
-const Plotly = () => window.Plotly;
+import { BLUES, COLORS, displayToken, draw, onClick, plotlyText, tokenLabels } from "./plotting.js";
 
-/** Resolves once Plotly has loaded (index.html loads it after this module, so requests go first). */
-export function plotlyReady() {
-  if (window.Plotly) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const script = document.getElementById("plotly-js");
-    script.addEventListener("load", () => resolve(), { once: true });
-    script.addEventListener("error", () => reject(new Error("Plotly could not be loaded: no chart can be drawn.")), { once: true });
-  });
-}
+export { plotlyReady } from "./plotting.js";
 
-// White to dark blue: zero attention (the causal mask's upper triangle) stays blank.
-export const BLUES = [
-  [0, "#ffffff"], [0.125, "#deebf7"], [0.25, "#c6dbef"], [0.375, "#9ecae1"], [0.5, "#6baed6"],
-  [0.625, "#4292c6"], [0.75, "#2171b5"], [0.875, "#08519c"], [1, "#08306b"],
-];
-
-const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2937" };
-const CONFIG = { displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
-
-// Plots follow their element's size, not only the window's: opening the head panel narrows the overview.
-// The first notice of an element only records its size: Plotly has just drawn at that size, and a
-// resize then would draw everything again (a second 1024 x 1024 heatmap).
-const resizer = new ResizeObserver((entries) => {
-  for (const { target, contentRect } of entries) {
-    const size = `${Math.round(contentRect.width)}x${Math.round(contentRect.height)}`;
-    if (target._loupeSize !== undefined && target._loupeSize !== size && target._fullLayout) Plotly().Plots.resize(target);
-    target._loupeSize = size;
-  }
-});
-
-/** Escape &, < and > so Plotly shows the string as written (it decodes these entities back). */
-export function plotlyText(value) {
-  return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-}
-
-/** A token as a label: whitespace and control characters made visible where they would vanish. */
-export function displayToken(token) {
-  const shown = token
-    .replace(/\n/g, "↵")
-    .replace(/\t/g, "⇥")
-    .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-  return shown.trim() === "" ? shown.replace(/ /g, "␣") : shown;
-}
-
-/** Unique categorical labels for a token list: the token, then its position as a subscript. */
-export function tokenLabels(tokens) {
-  return tokens.map((token, pos) => `${plotlyText(displayToken(token))}<sub>${pos}</sub>`);
-}
-
-/** Heatmap of a [layer][head] matrix; onSelect(layer, head) on click; the selected cell outlined. */
-export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmin = 0, zmax = 1 }) {
+/** Heatmap of a [layer][head] matrix; onSelect(layer, head) on click; the selected cell outlined.
+ * `chart` names the PNG (plotting.js fileName). */
+export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmin = 0, zmax = 1, chart = {} }) {
   const nLayers = values.length;
   const nHeads = values[0]?.length ?? 0;
   const label = plotlyText(name);
@@ -74,26 +27,18 @@ export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmi
   if (nLayers * nHeads <= 256) Object.assign(trace, { texttemplate: "%{z:.2f}", textfont: { size: 10 } });
   const shapes = selected
     ? [{ type: "rect", x0: selected.head - 0.5, x1: selected.head + 0.5, y0: selected.layer - 0.5, y1: selected.layer + 0.5,
-         line: { color: "#f43f5e", width: 3 } }]
+         line: { color: COLORS.highlight, width: 3 } }]
     : [];
   const layout = {
-    font: FONT,
     margin: { l: 56, r: 16, t: 8, b: 44 },
     xaxis: { title: { text: "head" }, dtick: 1, showgrid: false, zeroline: false },
     yaxis: { title: { text: "layer" }, dtick: 1, autorange: "reversed", showgrid: false, zeroline: false },
     shapes,
-    paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)",
   };
   // The height lives on the element, not the layout, so that resizing keeps it.
   el.style.height = `${Math.max(220, Math.min(520, 60 + nLayers * 34))}px`;
-  Plotly().react(el, [trace], layout, CONFIG);
-  resizer.observe(el);
-  el.removeAllListeners?.("plotly_click");
-  el.on("plotly_click", (event) => {
-    const point = event.points?.[0];
-    if (point) onSelect(Number(point.y), Number(point.x));
-  });
+  draw(el, [trace], layout, chart);
+  onClick(el, (point) => onSelect(Number(point.y), Number(point.x)));
 }
 
 // Past this many tokens the head heatmap uses positions on its axes: a categorical axis of T
@@ -101,7 +46,7 @@ export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmi
 const MAX_CATEGORY_TOKENS = 256;
 
 /** One head's attention pattern: query tokens down, key tokens across; hover "query → key: weight". */
-export function patternHeatmap(el, tokens, rows, { title = "" } = {}) {
+export function patternHeatmap(el, tokens, rows, { title = "", chart = {} } = {}) {
   const n = tokens.length;
   const categorical = n <= MAX_CATEGORY_TOKENS;
   const labels = tokenLabels(tokens);
@@ -136,19 +81,15 @@ export function patternHeatmap(el, tokens, rows, { title = "" } = {}) {
     };
   }
   const layout = {
-    font: FONT,
     title: title ? { text: plotlyText(title), x: 0, xanchor: "left", font: { size: 14 } } : undefined,
     margin: categorical ? { l: 8, r: 8, t: title ? 36 : 8, b: 8 } : { l: 110, r: 8, t: title ? 36 : 8, b: 110 },
     xaxis: { ...axis, title: { text: "key" }, tickangle: n > 16 ? -90 : -45, constrain: "domain" },
     yaxis: { ...axis, title: { text: "query" }, autorange: "reversed", scaleanchor: "x", constrain: "domain" },
-    paper_bgcolor: "rgba(0,0,0,0)",
     plot_bgcolor: "#ffffff",
   };
   // Square cells: as tall as the panel is wide, on the element so that resizing keeps it.
   el.style.height = `${Math.max(360, Math.min(900, (el.clientWidth || 640) - 20))}px`;
-  resizer.observe(el);
-  const drawn = Plotly().react(el, [trace], layout, CONFIG);
-  return drawn.then(() => {
+  return draw(el, [trace], layout, chart).then(() => {
     readout(el, categorical ? null : tokens);
     return el;
   });

@@ -1,37 +1,34 @@
-// The page: wires the inputs to the API, the URL state to the views, and shows every error.
+// The page: a card and a view per plot module (js/plots/index.js), wired to the API and the URL
+// state; cards and controls show only where they apply (capability flags from the API); every
+// error is shown. Nothing here is about one analysis: that is its plot module's.
 
 import * as api from "./api.js";
-import { patternHeatmap, plotlyReady } from "./heatmaps.js";
-import * as attention from "./plots/attention.js";
-import * as compare from "./plots/compare.js";
-import * as hallucination from "./plots/hallucination.js";
-import * as hallucinationEval from "./plots/hallucination_eval.js";
-import * as headScores from "./plots/head_scores.js";
-import * as logitLens from "./plots/logit_lens.js";
-import * as probes from "./plots/probes.js";
-import { initialState, readUrl, writeUrl } from "./state.js";
+import * as compare from "./compare.js";
+import { buildCard, runButtonId } from "./forms.js";
+import { patternHeatmap } from "./heatmaps.js";
+import { plotlyReady } from "./plotting.js";
+import { BY_NAME, PLOTS } from "./plots/index.js";
+import { clampKeys, initialState, readUrl, writeUrl } from "./state.js";
 
-const RENDERERS = {
-  attention, head_scores: headScores, probes, logit_lens: logitLens, hallucination, hallucination_eval: hallucinationEval,
-}; // registry id -> renderer
-const VIEW_ELEMENTS = {
-  attention: "view-attention", head_scores: "view-head-scores", probes: "view-probes", logit_lens: "view-logit-lens",
-  hallucination: "view-hallucination", hallucination_eval: "view-hallucination-eval",
-};
+// Needs that are inputs (the backend's INPUT_NEEDS); every other need is a model capability.
+const INPUT_NEEDS = new Set(["text", "labelled_data"]);
+const EVICTED_NOTE = "This result had been evicted from the cache and was recomputed.";
 const $ = (id) => document.getElementById(id);
 
 let state = initialState();
 let current = null; // the loaded, done analysis shown now
+let types = null; // name -> analysis type (/api/analysis_types); null while unknown
+const forms = new Map(); // name -> its card's Form
+const views = new Map(); // name -> its view's <section>
 const thumbnailCache = new Map(); // `${id}/${iteration}` -> [layer][head][row][col]
 let detailRequest = 0; // only the latest head request may draw
-let uploadedRows = null; // rows of the last parsed upload, for probes on `rows`
-let evalJsonl = null; // the text of the last JSONL chosen for hallucination_eval
 
-// ---- feedback: errors and progress -------------------------------------------------------
+// ---- feedback: errors, notices and progress ----------------------------------------------
 
 function showError(err) {
   if (err?.code === "unauthorized") $("token-card").hidden = false;
-  $("error-message").textContent = err?.message || String(err);
+  const retry = err?.retryAfter ? ` Try again in ${err.retryAfter} s.` : "";
+  $("error-message").textContent = (err?.message || String(err)) + retry;
   $("error").dataset.code = err?.code || "error";
   $("error").hidden = false;
 }
@@ -39,6 +36,11 @@ function showError(err) {
 function clearError() {
   $("error").hidden = true;
   $("error-message").textContent = "";
+}
+
+function showNotice(message) {
+  $("notice-message").textContent = message ?? "";
+  $("notice").hidden = !message;
 }
 
 function showProgress(progress) {
@@ -57,12 +59,10 @@ function showProgress(progress) {
 }
 
 function setRunning(running) {
-  for (const id of ["run-attention", "run-head-scores", "run-probes", "run-logit-lens", "run-hallucination", "run-hallucination-eval"]) {
-    $(id).disabled = running;
-  }
+  for (const button of document.querySelectorAll("[data-run]")) button.disabled = running;
 }
 
-// ---- inputs --------------------------------------------------------------------------------
+// ---- the model, and what applies to it ----------------------------------------------------
 
 function fillModels(models) {
   const select = $("model-select");
@@ -73,55 +73,46 @@ function fillModels(models) {
   describeModel();
 }
 
+function selectedModel() {
+  return ($("model-select").models || []).find((m) => m.id === $("model-select").value);
+}
+
 function describeModel() {
-  const model = ($("model-select").models || []).find((m) => m.id === $("model-select").value);
+  const model = selectedModel();
   const loops = model && model.n_iterations > 1 ? ` · ${model.n_iterations} loop iterations` : "";
   $("model-info").textContent = model
     ? `${model.n_layers} layers × ${model.n_heads} heads · context ${model.n_ctx}${loops}. ${model.description}`
     : "No model available: add one to LOUPE_MODEL_DIRS.";
+  showCards();
 }
 
-function restoreInputs(analysis) {
-  const select = $("model-select");
-  if (![...select.options].some((o) => o.value === analysis.model)) select.append(new Option(analysis.model, analysis.model));
-  select.value = analysis.model;
-  describeModel();
-  if (analysis.analysis === "attention") $("prompt").value = analysis.text ?? "";
-  if (analysis.analysis === "head_scores") {
-    $("seq-len").value = analysis.params.seq_len;
-    $("batch").value = analysis.params.batch;
-    $("seed").value = analysis.params.seed;
-  }
-  if (analysis.analysis === "logit_lens") {
-    $("prompt").value = analysis.text ?? "";
-    $("lens-position").value = analysis.params.position;
-  }
-  if (analysis.analysis === "probes") {
-    const { dataset, n, folds, position, rows } = analysis.params;
-    Object.assign($("probe-dataset"), { value: dataset });
-    Object.assign($("probe-n"), { value: n });
-    Object.assign($("probe-folds"), { value: folds });
-    Object.assign($("probe-position"), { value: position });
-    if (rows) setUploaded(rows, "the rows of this analysis");
-  }
-  if (analysis.analysis === "hallucination") {
-    $("prompt").value = analysis.text ?? "";
-    $("hal-max-new").value = analysis.params.max_new_tokens;
-    $("hal-threshold").value = analysis.params.threshold;
-    $("hal-top-k").value = analysis.params.top_k;
-  }
-  if (analysis.analysis === "hallucination_eval") {
-    $("eval-n").value = analysis.params.n_examples;
-    $("eval-seed").value = analysis.params.seed;
-    $("hal-top-k").value = analysis.params.top_k;
-    evalJsonl = analysis.params.source === "jsonl" ? analysis.params.jsonl : null;
-    $("eval-file-info").textContent = evalJsonl === null ? "" : "The rows of this analysis (JSONL).";
-  }
-  const loop = analysis.params?.loop ?? {};
-  $("loop-start").value = loop.start ?? "";
-  $("loop-end").value = loop.end ?? "";
-  $("loop-times").value = loop.times ?? "";
+/** Whether an analysis type applies to a model: every need that is no input is among its capabilities. */
+function applies(type, model) {
+  const capabilities = model?.capabilities ?? [];
+  return type.needs.every((need) => INPUT_NEEDS.has(need) || capabilities.includes(need));
 }
+
+/** Show the cards whose analysis applies to the selected model, and the shared Prompt and Loop
+ * cards only where a shown card takes them. Before the types are known (or if they failed to load)
+ * every card shows: the server still refuses what does not apply. */
+function showCards() {
+  const model = selectedModel();
+  let text = false;
+  let loop = false;
+  for (const [name, form] of forms) {
+    const type = types?.get(name);
+    const shown = types === null || (type !== undefined && applies(type, model));
+    form.card.hidden = !shown;
+    text ||= shown && (type?.takes_text ?? true);
+    loop ||= shown && (type?.takes_loop ?? true);
+  }
+  $("prompt-card").hidden = !text;
+  $("loop-card").hidden = !loop;
+}
+
+const storesPatterns = (name) => types?.get(name)?.stores_patterns ?? false;
+
+// ---- inputs --------------------------------------------------------------------------------
 
 /** `params.loop` from the Loop card: {} when it is empty (the model as it is). */
 function loopParams() {
@@ -132,78 +123,59 @@ function loopParams() {
   return Object.keys(loop).length ? { loop } : {};
 }
 
-function probeParams() {
-  const params = {
-    dataset: $("probe-dataset").value,
-    n: Number($("probe-n").value),
-    folds: Number($("probe-folds").value),
-    position: Number($("probe-position").value),
-    ...loopParams(),
-  };
-  if (params.dataset === "rows") {
-    if (!uploadedRows) throw new Error("Choose a JSONL or CSV file of text,label rows first.");
-    params.rows = uploadedRows;
+/** The request a card makes: its module's params, plus the shared prompt and loop where its type takes them. */
+function request(plot, form) {
+  const type = types?.get(plot.name);
+  const params = { ...plot.params(form), ...(type?.takes_loop ? loopParams() : {}) };
+  const body = { analysis: plot.name, model: $("model-select").value, params };
+  if (type?.takes_text ?? true) body.text = $("prompt").value; // the server drops text where none is taken
+  return body;
+}
+
+/** Fill the inputs back from a loaded analysis: model, prompt, loop, and its card's own fields. */
+function restoreInputs(analysis) {
+  const select = $("model-select");
+  if (![...select.options].some((o) => o.value === analysis.model)) select.append(new Option(analysis.model, analysis.model));
+  select.value = analysis.model;
+  describeModel();
+  if (analysis.text !== null && analysis.text !== undefined) $("prompt").value = analysis.text;
+  if (types?.get(analysis.analysis)?.takes_loop) {
+    const loop = analysis.params?.loop ?? {};
+    $("loop-start").value = loop.start ?? "";
+    $("loop-end").value = loop.end ?? "";
+    $("loop-times").value = loop.times ?? "";
   }
-  return params;
-}
-
-function setUploaded(rows, name) {
-  uploadedRows = rows;
-  const labels = {};
-  for (const row of rows) labels[row.label] = (labels[row.label] ?? 0) + 1;
-  $("probe-file-info").textContent = `${rows.length} rows from ${name}: ` +
-    Object.entries(labels).map(([label, count]) => `${label} ${count}`).join(", ");
-}
-
-async function uploadDataset(file) {
-  if (!file) return;
-  try {
-    const format = /\.csv$/i.test(file.name) ? "csv" : "jsonl";
-    const parsed = await api.parseDataset(format, await file.text());
-    setUploaded(parsed.rows, file.name);
-    $("probe-dataset").value = "rows";
-  } catch (err) {
-    showError(err);
-  }
-}
-
-function hallucinationParams() {
-  return {
-    max_new_tokens: Number($("hal-max-new").value), threshold: Number($("hal-threshold").value), top_k: Number($("hal-top-k").value),
-  };
-}
-
-function evalParams() {
-  const params = { n_examples: Number($("eval-n").value), seed: Number($("eval-seed").value), top_k: Number($("hal-top-k").value) };
-  return evalJsonl === null ? params : { ...params, source: "jsonl", jsonl: evalJsonl };
-}
-
-async function chooseEvalFile(file) {
-  if (!file) return;
-  evalJsonl = await file.text(); // checked by the server: line-numbered errors come back as 422
-  const lines = evalJsonl.split("\n").filter((line) => line.trim()).length;
-  $("eval-file-info").textContent = `${lines} rows from ${file.name} (instead of the built-in set).`;
-}
-
-function headScoreParams() {
-  return { seq_len: Number($("seq-len").value), batch: Number($("batch").value), seed: Number($("seed").value) };
+  BY_NAME.get(analysis.analysis).restore(forms.get(analysis.analysis), analysis);
 }
 
 // ---- state -> views --------------------------------------------------------------------------
 
 /** Keep the state inside the analysis' shape: a stale or hand-edited URL must not break the view. */
 function clampState() {
-  const { n_iterations, n_layers, n_heads } = current.result;
+  const { n_layers, n_heads } = current.result;
+  const n_iterations = current.result.n_iterations ?? 1;
+  const plot = BY_NAME.get(current.analysis);
+  const stores = storesPatterns(current.analysis);
   state.view = current.analysis;
-  state.iteration = Math.min(state.iteration, n_iterations - 1);
-  if (state.layer !== null && (state.layer >= n_layers || state.head >= n_heads)) state.layer = state.head = null;
-  if (n_heads === undefined || current.analysis.startsWith("hallucination")) state.layer = state.head = null; // no patterns stored
+  state.iteration = plot.usesIteration || stores ? Math.min(state.iteration, n_iterations - 1) : 0;
+  if (!stores || n_heads === undefined || (state.layer !== null && (state.layer >= n_layers || state.head >= n_heads))) {
+    state.layer = state.head = null; // no patterns stored, or no such head
+  }
   if (state.compare !== null && (state.layer === null || state.compare >= n_iterations)) state.compare = null;
-  if (state.probe_layer !== null && state.probe_layer >= n_layers) state.probe_layer = null;
+  clampKeys(state, current.result);
 }
 
 function selected() {
   return state.layer === null ? null : { layer: state.layer, head: state.head };
+}
+
+/** The parts of a PNG name that say which view a chart shows (plotting.js fileName). */
+function chartName({ head = false } = {}) {
+  const loops = (current.result.n_iterations ?? 1) > 1;
+  const name = { model: current.model, analysis: current.analysis };
+  if (loops && (head || BY_NAME.get(current.analysis).usesIteration)) name.iteration = state.iteration;
+  if (head) Object.assign(name, { layer: state.layer, head: state.head });
+  return name;
 }
 
 async function thumbnails() {
@@ -212,26 +184,23 @@ async function thumbnails() {
   return thumbnailCache.get(key);
 }
 
-/** The view's overview; its thumbnails are fetched once `detail` (the open head, if any) is drawn:
- * a shared link is about its head, and the previews would compete with it for the page's thread. */
+/** The view's overview; its thumbnails, if it shows them, are fetched once `detail` (the open head,
+ * if any) is drawn: a shared link is about its head, and the previews would compete with it. */
 function renderOverview(detail) {
-  const view = state.view;
-  const el = $(VIEW_ELEMENTS[view]);
-  const options = {
-    ...state, selected: selected(), onSelect: selectHead, onSelectLayer: (layer) => update({ probe_layer: layer }),
-  };
-  RENDERERS[view].render(el, current.result, options);
+  const plot = BY_NAME.get(state.view);
+  const el = views.get(state.view);
+  const options = { ...state, selected: selected(), onSelect: selectHead, update, chart: chartName() };
+  plot.render(el, current.result, options);
   performance.mark("loupe:overview-drawn");
-  if (view === "attention") {
-    const shown = `${current.id}/${state.iteration}`;
-    detail
-      .then(thumbnails)
-      .then((thumbs) => {
-        const stillShown = current && `${current.id}/${state.iteration}` === shown;
-        if (stillShown) RENDERERS[view].render(el, current.result, { ...options, thumbnails: thumbs });
-      })
-      .catch(showError);
-  }
+  if (!plot.usesThumbnails) return;
+  const shown = `${current.id}/${state.iteration}`;
+  detail
+    .then(thumbnails)
+    .then((thumbs) => {
+      const stillShown = current && `${current.id}/${state.iteration}` === shown;
+      if (stillShown) plot.render(el, current.result, { ...options, thumbnails: thumbs });
+    })
+    .catch(showError);
 }
 
 async function renderDetail() {
@@ -242,17 +211,16 @@ async function renderDetail() {
   const id = current.id;
   const loops = current.result.n_iterations > 1 ? `, iteration ${iteration}` : "";
   $("head-title").textContent = `Layer ${layer}, head ${head}${loops}`;
-  $("head-subtitle").textContent = current.analysis === "head_scores"
-    ? "On the first test sequence: BOS, S random tokens, then the same S again."
-    : "On the prompt. Rows: query tokens; columns: the key tokens they attend to.";
+  $("head-subtitle").textContent = BY_NAME.get(current.analysis).headNote ?? "";
   const plot = $("pattern-plot");
   plot.dataset.ready = "false";
   const request = ++detailRequest;
+  const chart = chartName({ head: true });
   try {
     const rows = await api.getPattern(id, { layer, head, iteration });
     if (request !== detailRequest) return;
     performance.mark("loupe:pattern-decoded"); // read by bench/paint.py: where a slow paint goes
-    await patternHeatmap(plot, current.result.tokens, rows);
+    await patternHeatmap(plot, current.result.tokens, rows, { chart });
     performance.mark("loupe:pattern-drawn");
     Object.assign(plot.dataset, { analysis: id, layer, head, iteration, ready: "true" });
     $("compare").hidden = state.compare === null;
@@ -260,7 +228,7 @@ async function renderDetail() {
       const b = state.compare;
       const rowsB = await api.getPattern(id, { layer, head, iteration: b });
       if (request !== detailRequest) return;
-      await compare.render($("compare"), current.result.tokens, { a: iteration, b, rowsA: rows, rowsB });
+      await compare.render($("compare"), current.result.tokens, { a: iteration, b, rowsA: rows, rowsB, chart });
       Object.assign($("compare").dataset, { a: iteration, b, ready: "true" });
     }
   } catch (err) {
@@ -272,13 +240,14 @@ function render() {
   const shown = Boolean(current);
   $("empty").hidden = shown;
   $("copy-link").disabled = !shown;
-  for (const [view, id] of Object.entries(VIEW_ELEMENTS)) $(id).hidden = !shown || state.view !== view;
+  for (const [name, el] of views) el.hidden = !shown || state.view !== name;
   const iterations = current?.result.n_iterations ?? 1;
-  $("iteration-control").hidden = iterations <= 1;
+  const slider = shown && BY_NAME.get(state.view).usesIteration && iterations > 1;
+  $("iteration-control").hidden = !slider;
   $("iteration").max = iterations - 1;
   $("iteration").value = state.iteration;
   $("iteration-value").textContent = state.iteration;
-  $("compare-control").hidden = iterations <= 1;
+  $("compare-control").hidden = !(shown && storesPatterns(state.view) && iterations > 1);
   $("compare-on").checked = state.compare !== null;
   $("compare-iteration").max = iterations - 1;
   $("compare-iteration").value = state.compare ?? Math.min(iterations - 1, state.iteration + 1);
@@ -304,17 +273,29 @@ function selectHead(layer, head) {
 
 // ---- actions -------------------------------------------------------------------------------
 
-async function run(body) {
+/** Show a done analysis as the current one: the view state clamped to it, the URL written. */
+function show(analysis, { push }) {
+  current = analysis;
+  state.analysis = analysis.id;
+  clampState();
+  writeUrl(state, { push });
+  render();
+}
+
+async function run(plot, form) {
+  let body;
+  try {
+    body = request(plot, form);
+  } catch (err) {
+    showError(err); // a card that is not ready (say, "uploaded" with no file)
+    return;
+  }
   clearError();
+  showNotice(null);
   setRunning(true);
   showProgress({ stage: "submitting" });
   try {
-    const analysis = await api.untilDone(await api.createAnalysis(body), showProgress);
-    current = analysis;
-    state.analysis = analysis.id;
-    clampState();
-    writeUrl(state, { push: true });
-    render();
+    show(await api.untilDone(await api.createAnalysis(body), showProgress), { push: true });
   } catch (err) {
     showError(err);
   } finally {
@@ -323,7 +304,18 @@ async function run(body) {
   }
 }
 
-/** Show what the address bar names: the cached analysis by id (GET, never a recomputation). */
+/** An analysis by id, done: from the cache (GET, never a recomputation), unless its result was
+ * evicted, then recomputed from the request its row keeps (the same id). */
+async function load(id) {
+  const found = await api.getAnalysis(id);
+  if (found.status !== "evicted") return { analysis: await api.untilDone(found, showProgress), recomputed: false };
+  showProgress({ stage: "recomputing" });
+  const { analysis, model, text, params } = found;
+  const body = { analysis, model, params, ...(text === null || text === undefined ? {} : { text }) };
+  return { analysis: await api.untilDone(await api.createAnalysis(body), showProgress), recomputed: true };
+}
+
+/** Show what the address bar names. */
 async function applyUrl() {
   const next = readUrl();
   if (!next.analysis) {
@@ -334,11 +326,14 @@ async function applyUrl() {
   }
   if (current?.id !== next.analysis) {
     showProgress({ stage: "loading" });
+    showNotice(null);
     try {
-      const loaded = await api.untilDone(await api.getAnalysis(next.analysis), showProgress);
-      if (!RENDERERS[loaded.analysis]) throw new Error(`This page cannot show "${loaded.analysis}" analyses yet.`);
-      current = loaded;
+      const { analysis, recomputed } = await load(next.analysis);
+      if (!BY_NAME.has(analysis.analysis)) throw new Error(`This page cannot show "${analysis.analysis}" analyses yet.`);
+      current = analysis;
+      next.analysis = analysis.id;
       restoreInputs(current);
+      if (recomputed) showNotice(EVICTED_NOTE);
     } catch (err) {
       current = null;
       showError(err);
@@ -373,51 +368,38 @@ async function copyLink() {
   setTimeout(() => (button.textContent = "Copy link"), 1600);
 }
 
+/** A card and a view per plot module; the view's own controls bound by the module. */
+function build() {
+  for (const plot of PLOTS) {
+    const form = buildCard(plot, { onRun: run, showError });
+    form.card.hidden = true; // until the analysis types say where it applies
+    $("analysis-cards").append(form.card);
+    forms.set(plot.name, form);
+    const id = `view-${plot.name.replace(/_/g, "-")}`;
+    const view = Object.assign(document.createElement("section"), { id, className: "view", hidden: true });
+    view.dataset.testid = id;
+    view.dataset.view = plot.name;
+    view.innerHTML = plot.view; // the module's static markup: no data goes in here
+    plot.bind?.(view, { update });
+    $("head-detail").before(view);
+    views.set(plot.name, view);
+  }
+}
+
 function bind() {
-  $("run-attention").addEventListener("click", () =>
-    run({ analysis: "attention", model: $("model-select").value, text: $("prompt").value, params: loopParams() }));
   $("prompt").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("run-attention").click();
+    if (!(event.key === "Enter" && (event.ctrlKey || event.metaKey))) return;
+    const first = PLOTS.find((plot) => !forms.get(plot.name).card.hidden && types?.get(plot.name)?.takes_text);
+    if (first) $(runButtonId(first.name)).click();
   });
-  $("run-head-scores").addEventListener("click", () =>
-    run({ analysis: "head_scores", model: $("model-select").value, params: { ...headScoreParams(), ...loopParams() } }));
-  $("run-probes").addEventListener("click", () => {
-    let params;
-    try {
-      params = probeParams();
-    } catch (err) {
-      showError(err);
-      return;
-    }
-    run({ analysis: "probes", model: $("model-select").value, params });
-  });
-  $("run-logit-lens").addEventListener("click", () =>
-    run({
-      analysis: "logit_lens", model: $("model-select").value, text: $("prompt").value,
-      params: { position: Number($("lens-position").value), ...loopParams() },
-    }));
-  $("run-hallucination").addEventListener("click", () =>
-    run({ analysis: "hallucination", model: $("model-select").value, text: $("prompt").value, params: hallucinationParams() }));
-  $("run-hallucination-eval").addEventListener("click", () =>
-    run({ analysis: "hallucination_eval", model: $("model-select").value, params: evalParams() }));
-  $("eval-upload").addEventListener("click", () => $("eval-file").click());
-  $("eval-file").addEventListener("change", (event) => chooseEvalFile(event.target.files[0]).catch(showError));
-  $("probe-dataset").addEventListener("change", (event) => {
-    if (event.target.value === "rows" && !uploadedRows) $("probe-file").click();
-  });
-  $("probe-upload").addEventListener("click", () => $("probe-file").click());
-  $("probe-file").addEventListener("change", (event) => uploadDataset(event.target.files[0]));
   $("compare-on").addEventListener("change", (event) =>
     update({ compare: event.target.checked ? Number($("compare-iteration").value) : null }));
   $("compare-iteration").addEventListener("input", (event) => update({ compare: Number(event.target.value) }));
   $("model-select").addEventListener("change", describeModel);
-  $("stat-select").addEventListener("change", (event) => update({ stat: event.target.value }));
-  for (const button of document.querySelectorAll("[data-score]")) {
-    button.addEventListener("click", () => update({ score: button.dataset.score }));
-  }
   $("iteration").addEventListener("input", (event) => update({ iteration: Number(event.target.value) }));
   $("close-head").addEventListener("click", () => update({ layer: null, head: null }, { push: true }));
   $("error-close").addEventListener("click", clearError);
+  $("notice-close").addEventListener("click", () => showNotice(null));
   $("save-token").addEventListener("click", () => {
     api.setToken($("api-token").value.trim());
     $("api-token").value = "";
@@ -431,6 +413,7 @@ function bind() {
 
 async function boot() {
   performance.mark("loupe:boot");
+  build();
   bind();
   // A shared link names its head: fetch the pattern now, alongside the model list and the
   // analysis, instead of after them (renderDetail then finds it in flight or arrived).
@@ -438,11 +421,12 @@ async function boot() {
   if (linked.analysis && linked.layer !== null) {
     api.getPattern(linked.analysis, linked).catch(() => {}); // errors surface when the view asks again
   }
-  try {
-    fillModels(await api.listModels());
-  } catch (err) {
-    showError(err);
-  }
+  const [models, analysisTypes] = await Promise.allSettled([api.listModels(), api.listAnalysisTypes()]);
+  if (analysisTypes.status === "fulfilled") types = new Map(analysisTypes.value.map((type) => [type.name, type]));
+  else showError(analysisTypes.reason);
+  if (models.status === "fulfilled") fillModels(models.value);
+  else showError(models.reason);
+  showCards();
   try {
     await plotlyReady(); // every view draws with Plotly
     performance.mark("loupe:plotly-ready");

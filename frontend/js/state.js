@@ -1,39 +1,60 @@
-// The view state and its URL: the one place that reads and writes the query string.
+// The view state and its URL: the one place that reads and writes the query string. Common keys
+// are this module's; each view adds the keys its plot module declares (`keys`).
 
-export const VIEWS = ["attention", "head_scores", "probes", "logit_lens", "hallucination", "hallucination_eval"];
-export const STATS = ["bos", "previous_token", "self", "entropy"];
-export const SCORES = ["induction", "previous_token", "duplicate_token"];
+import { BY_NAME, PLOTS } from "./plots/index.js";
+
+export const VIEWS = PLOTS.map((plot) => plot.name);
 
 // Key order in the URL; values are strings in the URL and typed in the state.
-// compare: a second iteration of the open head, shown beside `iteration`; probe_layer: the probes curve's layer.
-const KEYS = ["analysis", "view", "layer", "head", "iteration", "compare", "score", "stat", "probe_layer"];
-const INTS = new Set(["layer", "head", "iteration", "compare", "probe_layer"]);
+// compare: a second iteration of the open head, shown beside `iteration`.
+const COMMON = ["analysis", "view", "layer", "head", "iteration", "compare"];
+const COMMON_INTS = new Set(["layer", "head", "iteration", "compare"]);
 
-/** The empty state: nothing analysed yet. */
+/** Every view's declared keys: name -> {values, default} or {type: "int", default}. */
+function viewKeys() {
+  const keys = {};
+  for (const plot of PLOTS) {
+    for (const [key, spec] of Object.entries(plot.keys ?? {})) {
+      if (COMMON.includes(key) || (key in keys && keys[key] !== spec)) throw new Error(`URL key "${key}" is declared twice`);
+      keys[key] = spec;
+    }
+  }
+  return keys;
+}
+const VIEW_KEYS = viewKeys();
+
+/** The empty state: nothing analysed yet; every view's keys at their defaults. */
 export function initialState() {
-  return {
-    analysis: null, view: null, layer: null, head: null, iteration: 0, compare: null, score: "induction", stat: "bos",
-    probe_layer: null,
-  };
+  const state = { analysis: null, view: null, layer: null, head: null, iteration: 0, compare: null };
+  for (const [key, spec] of Object.entries(VIEW_KEYS)) state[key] = spec.default;
+  return state;
 }
 
 function nonNegativeInt(value) {
   return /^\d+$/.test(value) ? Number(value) : null;
 }
 
+/** A URL value for a declared key, or its default when malformed or not allowed. */
+function parseKey(spec, raw) {
+  if (spec.type === "int") return nonNegativeInt(raw) ?? spec.default;
+  return spec.values.includes(raw) ? raw : spec.default;
+}
+
 /** Parse a query string ("?analysis=...&layer=1") into a full state; unknown or malformed values fall back. */
 export function parseQuery(search) {
   const params = new URLSearchParams(search);
   const state = initialState();
-  for (const key of KEYS) {
+  for (const key of COMMON) {
     const raw = params.get(key);
     if (raw === null || raw === "") continue;
-    state[key] = INTS.has(key) ? nonNegativeInt(raw) : raw;
+    state[key] = COMMON_INTS.has(key) ? nonNegativeInt(raw) : raw;
+  }
+  for (const [key, spec] of Object.entries(VIEW_KEYS)) {
+    const raw = params.get(key);
+    if (raw !== null && raw !== "") state[key] = parseKey(spec, raw);
   }
   if (state.iteration === null) state.iteration = 0;
   if (!VIEWS.includes(state.view)) state.view = null;
-  if (!STATS.includes(state.stat)) state.stat = "bos";
-  if (!SCORES.includes(state.score)) state.score = "induction";
   if (state.layer === null || state.head === null) state.layer = state.head = null;
   if (state.layer === null) state.compare = null; // a comparison belongs to an open head
   return state;
@@ -51,11 +72,17 @@ export function toQuery(state) {
   }
   params.set("iteration", state.iteration);
   if (state.compare !== null && state.layer !== null && state.head !== null) params.set("compare", state.compare);
-  if (state.view === "head_scores") params.set("score", state.score);
-  else if (state.view === "probes") {
-    if (state.probe_layer !== null) params.set("probe_layer", state.probe_layer);
-  } else if (!["logit_lens", "hallucination", "hallucination_eval"].includes(state.view)) params.set("stat", state.stat);
+  for (const key of Object.keys(BY_NAME.get(state.view)?.keys ?? {})) {
+    if (state[key] !== null && state[key] !== undefined) params.set(key, state[key]);
+  }
   return "?" + params.toString();
+}
+
+/** Keep a view's declared keys inside a loaded result's shape (an int key's `below` bound). */
+export function clampKeys(state, result) {
+  for (const [key, spec] of Object.entries(BY_NAME.get(state.view)?.keys ?? {})) {
+    if (spec.type === "int" && state[key] !== null && spec.below && state[key] >= spec.below(result)) state[key] = spec.default;
+  }
 }
 
 /** Write the state into the address bar: push for a new view (Back returns to it), replace for a tweak. */

@@ -1,6 +1,6 @@
 // Small multiples: every head's pooled pattern as a tiny canvas heatmap, one button per head.
 
-import { BLUES } from "./heatmaps.js";
+import { BLUES } from "./plotting.js";
 
 // 256-entry RGB lookup interpolated from the BLUES stops, so canvases match the Plotly heatmap.
 const LUT = (() => {

@@ -53,8 +53,8 @@ def new_page(browser, loupe_url):
     """new_page() -> a page in a fresh context (its own storage, clipboard access, 1440x1000).
     Every page records its requests in `page.requests`; an uncaught page error fails the test, and
     so does a request to anywhere but the Loupe server (the page must work offline: Plotly is
-    vendored, nothing comes from a CDN)."""
-    contexts, errors, pages = [], [], []
+    vendored, nothing comes from a CDN) and anything the server's Content-Security-Policy refused."""
+    contexts, errors, refused, pages = [], [], [], []
 
     def make():
         context = browser.new_context(viewport={"width": 1440, "height": 1000}, base_url=loupe_url)
@@ -65,6 +65,7 @@ def new_page(browser, loupe_url):
         page.requests = []
         page.on("request", lambda request: page.requests.append((request.method, request.url)))
         page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: "Content Security Policy" in message.text and refused.append(message.text))
         pages.append(page)
         return page
 
@@ -72,5 +73,6 @@ def new_page(browser, loupe_url):
     for context in contexts:
         context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not refused, f"the Content-Security-Policy refused: {refused}"
     elsewhere = [url for page in pages for _, url in page.requests if not url.startswith((loupe_url + "/", "data:", "blob:"))]
     assert not elsewhere, f"the page fetched from outside the Loupe server: {elsewhere}"

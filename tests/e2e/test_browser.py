@@ -2,6 +2,7 @@
 scores; errors; the URL state round trip."""
 
 import re
+import time
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -28,6 +29,19 @@ def url_state(url: str) -> dict[str, str]:
 def display(token: str) -> str:
     """heatmaps.js displayToken() for the tokens this prompt makes: blank tokens shown as ␣."""
     return token.replace(" ", "␣") if token.strip() == "" else token
+
+
+def wait_js(page, expression: str, timeout: float = 20.0):
+    """Poll a JS expression until it is truthy; return its value. Not page.wait_for_function: that
+    compiles its predicate with eval in the page, which the server's CSP (script-src 'self') refuses."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.05)
 
 
 def open_page(new_page):
@@ -97,7 +111,7 @@ def test_attention_head_link_reopens_the_same_view_from_the_cache(new_page, loup
     assert hover == f"{display(tokens[5])}5 → {display(tokens[3])}3: {drawn['z'][5][3]:.3f}"
 
     page.click("#copy-link")
-    page.wait_for_function("document.getElementById('copy-link').textContent === 'Copied'")
+    wait_js(page, "document.getElementById('copy-link').textContent === 'Copied'")
     link = page.evaluate("navigator.clipboard.readText()")
     assert link == page.url
 
@@ -118,7 +132,7 @@ def test_head_scores_cell_opens_that_heads_pattern_on_the_test_sequence(new_page
     page.fill("#batch", "2")
     page.click("#run-head-scores")
     page.wait_for_selector("#view-head-scores:not([hidden])")
-    page.wait_for_function("document.getElementById('score-grid').data !== undefined")
+    wait_js(page, "document.getElementById('score-grid').data !== undefined")
     analysis_id = url_state(page.url)["analysis"]
     result = api(loupe_url, f"/api/analyses/{analysis_id}")["result"]
     assert page.evaluate("document.getElementById('score-grid').data[0].z") == result["scores"]["induction"][0]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .test_browser import api, open_page, url_state
+from .test_browser import api, open_page, url_state, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def test_evaluation_of_an_uploaded_jsonl_shows_roc_curves_and_rows(new_page, lou
     upload.write_text("\n".join(json.dumps(row) for row in rows))
     page = open_page(new_page)
     page.set_input_files("#eval-file", str(upload))
-    page.wait_for_function("document.getElementById('eval-file-info').textContent.startsWith('10 rows')")
+    wait_js(page, "document.getElementById('eval-file-info').textContent.startsWith('10 rows')")
     page.click("#run-hallucination-eval")
     page.wait_for_selector("#view-hallucination-eval:not([hidden]) table.hal-rows")
     request = api(loupe_url, f"/api/analyses/{url_state(page.url)['analysis']}")

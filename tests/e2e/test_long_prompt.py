@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 
-from .test_browser import display
+from .test_browser import display, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,7 @@ def test_long_prompt_heatmap_uses_positions_and_names_tokens_on_hover(new_page, 
         [k, q],
     )
     page.mouse.move(*point)
-    page.wait_for_function("document.querySelector('[data-testid=hover-readout]').textContent.startsWith('query')")
+    wait_js(page, "document.querySelector('[data-testid=hover-readout]').textContent.startsWith('query')")
     text = page.text_content("[data-testid=hover-readout]")
     # cells are ~2 px wide here: the hovered cell is the aimed one or a neighbour; its readout must
     # name that cell's own tokens and weight

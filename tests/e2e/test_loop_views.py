@@ -3,7 +3,7 @@ and two iterations of one head side by side with their difference."""
 
 import pytest
 
-from .test_browser import LOOPED, api, cell_point, open_page, url_state, wait_pattern
+from .test_browser import LOOPED, api, cell_point, open_page, url_state, wait_js, wait_pattern
 
 pytestmark = pytest.mark.e2e
 
@@ -15,7 +15,7 @@ def test_probes_chart_and_heatmap_with_a_permalink(new_page, loupe_url):
     page.fill("#probe-folds", "2")
     page.click("#run-probes")
     page.wait_for_selector("#view-probes:not([hidden])")
-    page.wait_for_function("document.getElementById('probe-grid').data !== undefined")
+    wait_js(page, "document.getElementById('probe-grid').data !== undefined")
     state = url_state(page.url)
     result = api(loupe_url, f"/api/analyses/{state['analysis']}")["result"]
     assert state["view"] == "probes" and result["n_iterations"] == 3
@@ -27,12 +27,12 @@ def test_probes_chart_and_heatmap_with_a_permalink(new_page, loupe_url):
     assert grid == [[row[layer] for row in result["probe_accuracy"]] for layer in range(2)]  # [layer][iteration]
 
     page.mouse.click(*cell_point(page, "probe-grid", 2, 0))  # layer 0
-    page.wait_for_function("new URLSearchParams(location.search).get('probe_layer') === '0'")
+    wait_js(page, "new URLSearchParams(location.search).get('probe_layer') === '0'")
     assert page.evaluate("document.getElementById('probe-curve').data[0].y") == [row[0] for row in result["probe_accuracy"]]
 
     fresh = new_page()
     fresh.goto(page.url)
-    fresh.wait_for_function("document.getElementById('probe-curve')?.data?.[0]?.name === 'probe, layer 0'")
+    wait_js(fresh, "document.getElementById('probe-curve')?.data?.[0]?.name === 'probe, layer 0'")
     assert fresh.input_value("#probe-n") == "40" and fresh.input_value("#model-select") == LOOPED
     assert [url for method, url in fresh.requests if method == "POST"] == []
 
@@ -75,5 +75,5 @@ def test_compare_two_iterations_of_one_head(new_page, loupe_url):
     fresh.wait_for_selector("#compare[data-ready=true][data-b='2']")
     assert fresh.is_checked("#compare-on")
     fresh.uncheck("#compare-on")
-    fresh.wait_for_function("!new URLSearchParams(location.search).has('compare')")
+    wait_js(fresh, "!new URLSearchParams(location.search).has('compare')")
     assert fresh.locator("#compare").is_hidden()

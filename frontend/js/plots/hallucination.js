@@ -1,13 +1,58 @@
-// Renderer of the `hallucination` analysis: the generated text shaded by the signal (hover: value
-// and the heads looking most at BOS), the signal over generated tokens against the threshold, and
-// the token x head BOS heatmap. Token strings are user data: text nodes here, plotlyText() in Plotly.
+// The `hallucination` analysis: its card (new tokens, threshold, top-k heads), and its view: the
+// generated text shaded by the signal (hover: value and the heads looking most at BOS), the signal
+// over generated tokens against the threshold, and the token x head BOS heatmap. Token strings are
+// user data: text nodes here, plotlyText() (through tokenLabels) in Plotly.
 
-import { displayToken, plotlyText } from "../heatmaps.js";
+import { COLORS, displayToken, draw, tokenLabels } from "../plotting.js";
 
-const Plotly = () => window.Plotly;
-const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2937" };
-const CONFIG = { displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 const TOP_HEADS = 3;
+
+export const name = "hallucination";
+
+export const card = {
+  title: "Hallucination signal",
+  button: "Generate",
+  hint: [
+    "Generates greedily after the prompt and shades each new token by its retrieval heads' attention to BOS. " +
+      "With retrieval-2l, try ", { code: "alice red fox . bob blue owl . ? bob" }, ", then ", { code: "? dora" }, " (absent).",
+  ],
+  fields: [
+    { name: "max_new_tokens", id: "hal-max-new", label: "New tokens", type: "number", min: 1, max: 256, default: 3 },
+    { name: "threshold", id: "hal-threshold", label: "Threshold", type: "number", min: 0, max: 1, step: 0.05, default: 0.5 },
+    { name: "top_k", id: "hal-top-k", label: "Top-k heads", type: "number", min: 1, max: 256, default: 4 },
+  ],
+};
+
+/** No view state of its own in the URL. */
+export const keys = {};
+/** Generation runs the model as it is: no iteration slider. */
+export const usesIteration = false;
+
+export const view = `
+  <div class="card">
+    <div class="card-head"><h2>Generated text</h2><span class="hint">hover a token: its signal and the heads most on BOS</span></div>
+    <div class="hal-text" data-role="hal-text" data-testid="hal-text"></div>
+    <p class="hint" data-role="hal-summary" data-testid="hal-summary"></p>
+  </div>
+  <div class="card">
+    <div class="card-head"><h2>Signal per generated token</h2></div>
+    <div id="hal-signal" data-testid="hal-signal" class="plot"></div>
+    <p class="formula"><span class="field-label">Signal</span> <span data-role="hal-formula"></span></p>
+  </div>
+  <div class="card">
+    <div class="card-head"><h2>Attention to BOS: head × token</h2><span class="hint">★ retrieval heads</span></div>
+    <div id="hal-heads" data-testid="hal-heads" class="plot"></div>
+  </div>`;
+
+/** The request params from the card. */
+export function params(form) {
+  return form.values();
+}
+
+/** Fill the card back from a loaded analysis. */
+export function restore(form, analysis) {
+  form.fill(analysis.params);
+}
 
 /** Background for a signal in [0, 1]: white to red. */
 export function shade(value) {
@@ -56,69 +101,59 @@ function summary(result) {
     `Retrieval heads (induction score): ${retrieval.join(", ")}.`;
 }
 
-function labels(result) {
-  return result.tokens.map((token, index) => `${plotlyText(displayToken(token))}<sub>${index}</sub>`);
-}
-
-function signalChart(el, result) {
-  const x = labels(result);
+function signalChart(el, result, chart) {
+  const x = tokenLabels(result.tokens);
   const line = (name, y, color, dash = "solid") => ({
     name, x, y, mode: "lines+markers", line: { color, width: 2, dash },
     hovertemplate: `%{x}: ${name} %{y:.3f}<extra></extra>`,
   });
   const flaggedIndex = result.flagged.map((f, i) => (f ? i : -1)).filter((i) => i >= 0);
   const traces = [
-    line("signal (retrieval heads' BOS)", result.signal, "#dc2626"),
-    line("all heads' BOS", result.bos_all, "#2563eb", "dot"),
-    line("lookback ratio", result.lookback_ratio, "#16a34a", "dash"),
+    line("signal (retrieval heads' BOS)", result.signal, COLORS.red),
+    line("all heads' BOS", result.bos_all, COLORS.blue, "dot"),
+    line("lookback ratio", result.lookback_ratio, COLORS.green, "dash"),
     {
       name: "flagged", x: flaggedIndex.map((i) => x[i]), y: flaggedIndex.map((i) => result.signal[i]),
-      mode: "markers", marker: { color: "#dc2626", size: 11, symbol: "circle-open", line: { width: 2 } },
+      mode: "markers", marker: { color: COLORS.red, size: 11, symbol: "circle-open", line: { width: 2 } },
       hoverinfo: "skip",
     },
   ];
   const threshold = result.params.threshold;
   const layout = {
-    font: FONT,
     margin: { l: 48, r: 16, t: 8, b: 64 },
     xaxis: { type: "category", tickangle: -40, automargin: true },
     yaxis: { title: { text: "attention" }, range: [0, 1.02], zeroline: false },
     legend: { orientation: "h", y: 1.14 },
-    shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: threshold, y1: threshold, line: { color: "#9ca3af", dash: "dash", width: 1 } }],
-    annotations: [{ xref: "paper", x: 1, y: threshold, text: `threshold ${threshold}`, showarrow: false, yshift: 8, xanchor: "right", font: { size: 10, color: "#6b7280" } }],
-    paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)",
+    shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: threshold, y1: threshold, line: { color: COLORS.gray, dash: "dash", width: 1 } }],
+    annotations: [{ xref: "paper", x: 1, y: threshold, text: `threshold ${threshold}`, showarrow: false, yshift: 8, xanchor: "right", font: { size: 10, color: COLORS.muted } }],
   };
   el.style.height = "300px";
-  return Plotly().react(el, traces, layout, CONFIG);
+  return draw(el, traces, layout, { ...chart, part: "signal" });
 }
 
-function headHeatmap(el, result) {
+function headHeatmap(el, result, chart) {
   const retrieval = new Set(result.retrieval_heads);
   const y = result.heads.map((head, i) => (retrieval.has(i) ? `★ ${head}` : head));
   const z = result.heads.map((_, head) => result.bos_by_head.map((row) => row[head])); // [head][token]
   const trace = {
-    type: "heatmap", z, x: labels(result), y, zmin: 0, zmax: 1, colorscale: "Reds",
+    type: "heatmap", z, x: tokenLabels(result.tokens), y, zmin: 0, zmax: 1, colorscale: "Reds",
     colorbar: { thickness: 12, outlinewidth: 0, title: { text: "BOS" } }, xgap: 1, ygap: 1,
     hovertemplate: "%{y}, %{x}: BOS %{z:.3f}<extra></extra>",
   };
   const layout = {
-    font: FONT,
     margin: { l: 72, r: 16, t: 8, b: 64 },
     xaxis: { type: "category", tickangle: -40, automargin: true, showgrid: false },
     yaxis: { type: "category", autorange: "reversed", showgrid: false },
-    paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)",
   };
   el.style.height = `${Math.max(220, Math.min(720, 80 + result.heads.length * 16))}px`;
-  return Plotly().react(el, [trace], layout, CONFIG);
+  return draw(el, [trace], layout, { ...chart, part: "bos-heads" });
 }
 
 /** Fill the hallucination view `el`. */
-export function render(el, result) {
+export function render(el, result, { chart } = {}) {
   renderText(el.querySelector("[data-role=hal-text]"), result);
   el.querySelector("[data-role=hal-summary]").textContent = summary(result);
   el.querySelector("[data-role=hal-formula]").textContent = result.formulas.signal;
-  signalChart(el.querySelector("#hal-signal"), result);
-  headHeatmap(el.querySelector("#hal-heads"), result);
+  signalChart(el.querySelector("#hal-signal"), result, chart);
+  headHeatmap(el.querySelector("#hal-heads"), result, chart);
 }

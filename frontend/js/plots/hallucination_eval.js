@@ -1,12 +1,10 @@
-// Renderer of the `hallucination_eval` analysis: the ROC curve and AUROC of every signal on the
-// held-out split, and the first rows with their answers and scores. Rows are user data: text nodes.
+// The `hallucination_eval` analysis: its card (rows, seed, top-k heads, an optional JSONL of rows),
+// and its view: the ROC curve and AUROC of every signal on the held-out split, and the first rows
+// with their answers and scores. Rows are user data: text nodes.
 
-import { plotlyText } from "../heatmaps.js";
+import { COLORS, draw, plotlyText } from "../plotting.js";
 
-const Plotly = () => window.Plotly;
-const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2937" };
-const CONFIG = { displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
-const COLORS = { bos_retrieval: "#dc2626", bos_all: "#2563eb", lookback: "#16a34a", detector: "#7c3aed" };
+const SIGNAL_COLORS = { bos_retrieval: COLORS.red, bos_all: COLORS.blue, lookback: COLORS.green, detector: COLORS.purple };
 const NAMES = {
   bos_retrieval: "BOS, retrieval heads",
   bos_all: "BOS, all heads",
@@ -15,6 +13,74 @@ const NAMES = {
 };
 const SHOWN_ROWS = 20;
 
+export const name = "hallucination_eval";
+
+let jsonl = null; // the text of the JSONL chosen instead of the built-in set; checked by the server
+
+export const card = {
+  title: "Hallucination evaluation",
+  button: "Evaluate (AUROC)",
+  hint: "Built-in set: key-value facts, questions about present (grounded) or absent (made-up) keys. Runs in the background.",
+  fields: [
+    { name: "n_examples", id: "eval-n", label: "Rows", type: "number", min: 10, max: 2000, default: 200 },
+    { name: "seed", id: "eval-seed", label: "Seed", type: "number", min: 0, default: 0 },
+    { name: "top_k", id: "eval-top-k", label: "Top-k heads", type: "number", min: 1, max: 256, default: 4 },
+  ],
+  /** The JSONL choice: its text goes in the params as it is (line-numbered errors come back as 422). */
+  build(form) {
+    const file = Object.assign(document.createElement("input"), {
+      id: "eval-file", type: "file", accept: ".jsonl,.json,.txt", hidden: true,
+    });
+    file.dataset.testid = "eval-file";
+    const upload = Object.assign(document.createElement("button"), {
+      id: "eval-upload", type: "button", className: "link", textContent: "Use a JSONL of context, question, label or reference…",
+    });
+    const info = Object.assign(document.createElement("p"), { id: "eval-file-info", className: "hint" });
+    form.slot.append(file, upload, info);
+    upload.addEventListener("click", () => file.click());
+    file.addEventListener("change", async () => {
+      const chosen = file.files[0];
+      if (!chosen) return;
+      try {
+        jsonl = await chosen.text();
+        const lines = jsonl.split("\n").filter((line) => line.trim()).length;
+        info.textContent = `${lines} rows from ${chosen.name} (instead of the built-in set).`;
+      } catch (err) {
+        form.showError(err);
+      }
+    });
+  },
+};
+
+/** No view state of its own in the URL. */
+export const keys = {};
+/** Generation runs the model as it is: no iteration slider. */
+export const usesIteration = false;
+
+export const view = `
+  <div class="card">
+    <div class="card-head"><h2>ROC of each signal</h2></div>
+    <p class="hint" data-role="eval-summary" data-testid="eval-summary"></p>
+    <div id="eval-roc" data-testid="eval-roc" class="plot"></div>
+  </div>
+  <div class="card">
+    <div class="card-head"><h2>Rows</h2><span class="hint">hover a row for its context</span></div>
+    <div class="lens-wrap" data-role="eval-rows" data-testid="eval-rows"></div>
+  </div>`;
+
+/** The request params from the card: the chosen JSONL, if any, instead of the built-in set. */
+export function params(form) {
+  const params = form.values();
+  return jsonl === null ? params : { ...params, source: "jsonl", jsonl };
+}
+
+/** Fill the card back from a loaded analysis, its JSONL included. */
+export function restore(form, analysis) {
+  form.fill(analysis.params);
+  jsonl = analysis.params.source === "jsonl" ? analysis.params.jsonl : null;
+  form.card.querySelector("#eval-file-info").textContent = jsonl === null ? "" : "The rows of this analysis (JSONL).";
+}
+
 function summary(result) {
   const accuracy = result.answer_accuracy === null ? "" : ` Grounded answers correct: ${(100 * result.answer_accuracy).toFixed(1)}%.`;
   const heads = result.retrieval_heads.map((i) => result.heads[i]).join(", ");
@@ -22,9 +88,9 @@ function summary(result) {
     `(the detector trained on ${result.n_train}).${accuracy} Retrieval heads: ${heads}.` + (result.note ? ` ${result.note}` : "");
 }
 
-function rocChart(el, result) {
+function rocChart(el, result, chart) {
   const traces = [{
-    name: "chance", x: [0, 1], y: [0, 1], mode: "lines", line: { color: "#9ca3af", dash: "dash", width: 1 }, hoverinfo: "skip",
+    name: "chance", x: [0, 1], y: [0, 1], mode: "lines", line: { color: COLORS.gray, dash: "dash", width: 1 }, hoverinfo: "skip",
   }];
   for (const [name, signal] of Object.entries(result.signals)) {
     if (!signal.roc) continue;
@@ -35,21 +101,18 @@ function rocChart(el, result) {
       y: signal.roc.tpr,
       customdata: signal.roc.thresholds.map((t) => (t === null ? "∞" : t.toFixed(3))),
       mode: "lines",
-      line: { color: COLORS[name] ?? "#374151", width: 2, shape: "hv" },
+      line: { color: SIGNAL_COLORS[name] ?? COLORS.text, width: 2, shape: "hv" },
       hovertemplate: `${label}<br>score ≥ %{customdata}: FPR %{x:.3f}, TPR %{y:.3f}<extra></extra>`,
     });
   }
   const layout = {
-    font: FONT,
     margin: { l: 56, r: 16, t: 8, b: 48 },
     xaxis: { title: { text: "false positive rate (grounded flagged)" }, range: [0, 1], zeroline: false },
     yaxis: { title: { text: "true positive rate (made up flagged)" }, range: [0, 1.02], zeroline: false },
     legend: { x: 1, xanchor: "right", y: 0, yanchor: "bottom", bgcolor: "rgba(255,255,255,0.8)" },
-    paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)",
   };
   el.style.height = "420px";
-  return Plotly().react(el, traces, layout, CONFIG);
+  return draw(el, traces, layout, { ...chart, part: "roc" });
 }
 
 function cell(text, className = "") {
@@ -87,8 +150,8 @@ function rowsTable(el, result) {
 }
 
 /** Fill the hallucination_eval view `el`. */
-export function render(el, result) {
+export function render(el, result, { chart } = {}) {
   el.querySelector("[data-role=eval-summary]").textContent = summary(result);
-  rocChart(el.querySelector("#eval-roc"), result);
+  rocChart(el.querySelector("#eval-roc"), result, chart);
   rowsTable(el.querySelector("[data-role=eval-rows]"), result);
 }

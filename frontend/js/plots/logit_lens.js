@@ -1,8 +1,40 @@
-// Renderer of the `logit_lens` analysis: a table with one row per loop iteration and one column per
-// layer; each cell is the early exit's top token there, shaded by its probability, with the top-k
-// list on hover. Tokens are user data: they go in as text nodes, never as HTML.
+// The `logit_lens` analysis: its card (the position to read), and its view: a table with one row per
+// loop iteration and one column per layer; each cell is the early exit's top token there, shaded by
+// its probability, with the top-k list on hover. Tokens are user data: text nodes, never HTML.
 
-import { displayToken } from "../heatmaps.js";
+import { displayToken, renderTokens } from "../plotting.js";
+
+export const name = "logit_lens";
+
+export const card = {
+  title: "Logit lens",
+  button: "Logit lens",
+  hint: "On the prompt: the top tokens of every iteration's early exit (−1 = last token).",
+  fields: [{ name: "position", id: "lens-position", label: "Position", type: "number", min: -4096, max: 4096, default: -1 }],
+};
+
+/** No view state of its own in the URL. */
+export const keys = {};
+/** Every iteration is a row of the table: no iteration slider. */
+export const usesIteration = false;
+
+export const view = `
+  <div class="card">
+    <div class="card-head"><h2>Logit lens</h2><span class="hint">hover a cell for its top tokens</span></div>
+    <div class="tokens" data-role="lens-tokens" data-testid="lens-tokens"></div>
+    <p class="hint" data-role="lens-note"></p>
+    <div id="lens-table" data-testid="lens-table" class="lens-wrap"></div>
+  </div>`;
+
+/** The request params from the card. */
+export function params(form) {
+  return form.values();
+}
+
+/** Fill the card back from a loaded analysis. */
+export function restore(form, analysis) {
+  form.fill(analysis.params);
+}
 
 function cell(result, iteration, layer) {
   const td = document.createElement("td");
@@ -31,16 +63,7 @@ function cell(result, iteration, layer) {
 
 /** Fill the logit-lens view `el`. */
 export function render(el, result) {
-  const tokens = el.querySelector("[data-role=lens-tokens]");
-  tokens.replaceChildren(
-    ...result.tokens.map((token, pos) => {
-      const chip = document.createElement("span");
-      chip.className = pos === result.position ? "token selected" : "token";
-      chip.textContent = displayToken(token);
-      chip.title = `position ${pos}`;
-      return chip;
-    }),
-  );
+  renderTokens(el.querySelector("[data-role=lens-tokens]"), result.tokens, { selected: result.position });
   const readout = result.loop_layers[1];
   const note = result.next_token === null
     ? "The last token: what the model would write next."

@@ -1,12 +1,99 @@
-// Renderer of the `probes` analysis: probe accuracy, self-verification and task accuracy against the
-// loop iteration on one chart (the probe's fold spread as error bars), and the iteration x layer
-// heatmap of probe accuracy; clicking a heatmap cell picks the layer the chart follows.
+// The `probes` analysis: its card (a built-in or uploaded labelled dataset, rows, folds, position),
+// and its view: probe accuracy, self-verification and task accuracy against the loop iteration on one
+// chart (the probe's fold spread as error bars), and the iteration x layer heatmap of probe accuracy;
+// clicking a heatmap cell picks the layer the chart follows.
 
-import { plotlyText } from "../heatmaps.js";
+import * as api from "../api.js";
+import { COLORS, draw, onClick, plotlyText } from "../plotting.js";
 
-const Plotly = () => window.Plotly;
-const FONT = { family: "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2937" };
-const CONFIG = { displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+export const name = "probes";
+
+let uploadedRows = null; // rows of the last parsed upload, for dataset `rows`
+
+export const card = {
+  title: "Probes",
+  button: "Run probes",
+  hint: "A linear probe per iteration and layer beside the model's own verdict (early exit). Runs in the background.",
+  fields: [
+    {
+      name: "dataset", id: "probe-dataset", label: "Dataset", type: "select", default: "addition",
+      options: [["addition", "addition"], ["arithmetic_statements", "statements"], ["rows", "uploaded"]],
+    },
+    { name: "n", id: "probe-n", label: "Rows", type: "number", min: 20, max: 2000, default: 400 },
+    { name: "folds", id: "probe-folds", label: "Folds", type: "number", min: 2, max: 10, default: 5 },
+    { name: "position", id: "probe-position", label: "Position", type: "number", min: -2000, max: 2000, default: -1 },
+  ],
+  /** The upload: a JSONL/CSV of text,label rows, parsed (and checked) by the server. */
+  build(form) {
+    const file = Object.assign(document.createElement("input"), {
+      id: "probe-file", type: "file", accept: ".jsonl,.csv,.json,.txt", hidden: true,
+    });
+    file.dataset.testid = "probe-file";
+    const upload = Object.assign(document.createElement("button"), {
+      id: "probe-upload", type: "button", className: "link", textContent: "Upload JSONL/CSV of text,label…",
+    });
+    const info = Object.assign(document.createElement("p"), { id: "probe-file-info", className: "hint" });
+    form.slot.append(file, upload, info);
+    upload.addEventListener("click", () => file.click());
+    file.addEventListener("change", () => uploadDataset(form, file.files[0]));
+    form.field("dataset").addEventListener("change", (event) => {
+      if (event.target.value === "rows" && !uploadedRows) file.click();
+    });
+  },
+};
+
+function setUploaded(form, rows, source) {
+  uploadedRows = rows;
+  const labels = {};
+  for (const row of rows) labels[row.label] = (labels[row.label] ?? 0) + 1;
+  form.card.querySelector("#probe-file-info").textContent = `${rows.length} rows from ${source}: ` +
+    Object.entries(labels).map(([label, count]) => `${label} ${count}`).join(", ");
+}
+
+async function uploadDataset(form, file) {
+  if (!file) return;
+  try {
+    const format = /\.csv$/i.test(file.name) ? "csv" : "jsonl";
+    const parsed = await api.parseDataset(format, await file.text());
+    setUploaded(form, parsed.rows, file.name);
+    form.set("dataset", "rows");
+  } catch (err) {
+    form.showError(err);
+  }
+}
+
+/** The request params from the card; throws when `uploaded` is chosen with no file. */
+export function params(form) {
+  const params = form.values();
+  if (params.dataset === "rows") {
+    if (!uploadedRows) throw new Error("Choose a JSONL or CSV file of text,label rows first.");
+    params.rows = uploadedRows;
+  }
+  return params;
+}
+
+/** Fill the card back from a loaded analysis, its uploaded rows included. */
+export function restore(form, analysis) {
+  form.fill(analysis.params);
+  if (analysis.params.rows) setUploaded(form, analysis.params.rows, "the rows of this analysis");
+}
+
+/** View state kept in the URL beside the common keys: the layer the curve follows (null: the readout;
+ * `below`: the bound a loaded result sets). */
+export const keys = { probe_layer: { type: "int", default: null, below: (result) => result.n_layers } };
+/** Every iteration is on the chart: no iteration slider. */
+export const usesIteration = false;
+
+export const view = `
+  <div class="card">
+    <div class="card-head"><h2>Probe vs self-verification, per iteration</h2></div>
+    <p class="hint" data-role="probe-summary" data-testid="probe-summary"></p>
+    <div id="probe-curve" data-testid="probe-curve" class="plot"></div>
+  </div>
+  <div class="card">
+    <div class="card-head"><h2>Probe accuracy: layer × iteration</h2><span class="hint">click a cell to follow its layer</span></div>
+    <div id="probe-grid" data-testid="probe-grid" class="plot"></div>
+  </div>`;
 
 /** The layer the curve shows: the chosen one if valid, else the readout layer (end of the loop). */
 export function probeLayer(result, layer) {
@@ -28,7 +115,7 @@ function summary(result, layer) {
   return parts.join(" ");
 }
 
-function curve(el, result, layer) {
+function curve(el, result, layer, chart) {
   const x = [...Array(result.n_iterations).keys()];
   const traces = [
     {
@@ -37,7 +124,7 @@ function curve(el, result, layer) {
       y: result.probe_accuracy.map((row) => row[layer]),
       error_y: { type: "data", array: result.probe_accuracy_std.map((row) => row[layer]), visible: true, thickness: 1.2 },
       mode: "lines+markers",
-      line: { color: "#2563eb", width: 2.5 },
+      line: { color: COLORS.blue, width: 2.5 },
       hovertemplate: "iteration %{x}: probe %{y:.3f} ± %{error_y.array:.3f}<extra></extra>",
     },
   ];
@@ -47,7 +134,7 @@ function curve(el, result, layer) {
       x,
       y: result.self_verification_accuracy,
       mode: "lines+markers",
-      line: { color: "#dc2626", width: 2.5 },
+      line: { color: COLORS.red, width: 2.5 },
       hovertemplate: "iteration %{x}: self-verification %{y:.3f}<extra></extra>",
     });
   }
@@ -57,28 +144,25 @@ function curve(el, result, layer) {
       x,
       y: result.task_accuracy,
       mode: "lines+markers",
-      line: { color: "#16a34a", width: 2, dash: "dot" },
+      line: { color: COLORS.green, width: 2, dash: "dot" },
       hovertemplate: "iteration %{x}: task %{y:.3f}<extra></extra>",
     });
   }
   const layout = {
-    font: FONT,
     margin: { l: 56, r: 16, t: 8, b: 44 },
     xaxis: { title: { text: "loop iteration" }, dtick: 1, zeroline: false },
     yaxis: { title: { text: "accuracy" }, range: [0, 1.02], zeroline: false },
     legend: { orientation: "h", y: 1.12 },
     shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: result.chance, y1: result.chance,
-               line: { color: "#9ca3af", dash: "dash", width: 1 } }],
+               line: { color: COLORS.gray, dash: "dash", width: 1 } }],
     annotations: [{ xref: "paper", x: 1, y: result.chance, text: "chance", showarrow: false, yshift: 8,
-                    xanchor: "right", font: { size: 10, color: "#6b7280" } }],
-    paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)",
+                    xanchor: "right", font: { size: 10, color: COLORS.muted } }],
   };
   el.style.height = "320px";
-  Plotly().react(el, traces, layout, CONFIG);
+  draw(el, traces, layout, { ...chart, part: `curve-L${layer}` });
 }
 
-function grid(el, result, layer, onSelectLayer) {
+function grid(el, result, layer, onSelectLayer, chart) {
   const z = [...Array(result.n_layers).keys()].map((l) => result.probe_accuracy.map((row) => row[l])); // [layer][iteration]
   const trace = {
     type: "heatmap",
@@ -95,27 +179,20 @@ function grid(el, result, layer, onSelectLayer) {
   };
   if (z.length * trace.x.length <= 256) Object.assign(trace, { texttemplate: "%{z:.2f}", textfont: { size: 10 } });
   const layout = {
-    font: FONT,
     margin: { l: 56, r: 16, t: 8, b: 44 },
     xaxis: { title: { text: "loop iteration" }, dtick: 1, showgrid: false, zeroline: false },
     yaxis: { title: { text: "layer" }, dtick: 1, autorange: "reversed", showgrid: false, zeroline: false },
-    shapes: [{ type: "rect", xref: "paper", x0: 0, x1: 1, y0: layer - 0.5, y1: layer + 0.5, line: { color: "#f43f5e", width: 2 } }],
-    paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)",
+    shapes: [{ type: "rect", xref: "paper", x0: 0, x1: 1, y0: layer - 0.5, y1: layer + 0.5, line: { color: COLORS.highlight, width: 2 } }],
   };
   el.style.height = `${Math.max(200, Math.min(520, 70 + result.n_layers * 30))}px`;
-  Plotly().react(el, [trace], layout, CONFIG);
-  el.removeAllListeners?.("plotly_click");
-  el.on("plotly_click", (event) => {
-    const point = event.points?.[0];
-    if (point) onSelectLayer(Number(point.y));
-  });
+  draw(el, [trace], layout, { ...chart, part: "grid" });
+  onClick(el, (point) => onSelectLayer(Number(point.y)));
 }
 
-/** Fill the probes view `el`; onSelectLayer(layer) picks the layer the curve follows. */
-export function render(el, result, { probe_layer = null, onSelectLayer = () => {} }) {
+/** Fill the probes view `el`; a click on the heatmap calls update({probe_layer}), the layer the curve follows. */
+export function render(el, result, { probe_layer = null, update = () => {}, chart }) {
   const layer = probeLayer(result, probe_layer);
   el.querySelector("[data-role=probe-summary]").textContent = summary(result, layer);
-  curve(el.querySelector("#probe-curve"), result, layer);
-  grid(el.querySelector("#probe-grid"), result, layer, onSelectLayer);
+  curve(el.querySelector("#probe-curve"), result, layer, chart);
+  grid(el.querySelector("#probe-grid"), result, layer, (picked) => update({ probe_layer: picked }), chart);
 }

@@ -1,0 +1,14 @@
+// The frontend registry: one module per backend analysis (registry id = module `name`), in card order.
+// Adding an analysis: its module here, and nothing in main.js or state.js.
+
+import * as attention from "./attention.js";
+import * as hallucination from "./hallucination.js";
+import * as hallucinationEval from "./hallucination_eval.js";
+import * as headScores from "./head_scores.js";
+import * as logitLens from "./logit_lens.js";
+import * as probes from "./probes.js";
+
+export const PLOTS = [attention, headScores, logitLens, probes, hallucination, hallucinationEval];
+
+/** Registry id -> module. */
+export const BY_NAME = new Map(PLOTS.map((plot) => [plot.name, plot]));
