@@ -55,6 +55,12 @@ def spec_of(name: str) -> AnalysisSpec:
 
 
 def validate_params(spec: AnalysisSpec, raw: dict) -> BaseModel:
+    """The typed params, or InvalidInput naming what is wrong. An unknown name is refused rather
+    than ignored: a misspelt param would silently run the default and show the wrong thing."""
+    unknown = sorted(set(raw) - set(spec.params.model_fields))
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise InvalidInput(f"Unknown params for {spec.name}: {shown}; known: {', '.join(spec.params.model_fields)}.")
     try:
         return spec.params.model_validate(raw)
     except ValidationError as exc:

@@ -31,17 +31,19 @@ def _assert_error(response, status: int, code: str):
         ({"model": TINY}, 422, "invalid_input"),
         ({**ATTENTION, "params": []}, 422, "invalid_input"),
         ({**ATTENTION, "wait_s": -1}, 422, "invalid_input"),
+        ({"analysis": "head_scores", "model": TINY, "params": {"seq_lne": 8}}, 422, "invalid_input"),  # misspelt
     ],
 )
 def test_bad_analysis_requests(client, payload, status, code):
     _assert_error(client.post("/api/analyses", json=payload), status, code)
 
 
-def test_rejected_input_is_not_stored(client):
-    client.post("/api/analyses", json={**ATTENTION, "text": "copy " * 300})
+def test_input_rejected_inside_the_job_is_answered_again_on_retry(client):
+    first = client.post("/api/analyses", json={**ATTENTION, "text": "copy " * 300})
+    _assert_error(first, 413, "too_long")
     assert client.app.state.runs.jobs.computed == 1
     retry = client.post("/api/analyses", json={**ATTENTION, "text": "copy " * 300})
-    _assert_error(retry, 413, "too_long")
+    assert retry.json() == first.json()
 
 
 def test_malformed_json_body(client):

@@ -17,7 +17,7 @@ from ..hashing import canonical_json
 from .tables import Analysis, Blob, now
 
 ACTIVE = ("queued", "running")
-READ_RESOLUTION = timedelta(seconds=30)  # a read refreshes read_at at most this often (no write per GET)
+READ_RESOLUTION = timedelta(seconds=1)  # a read refreshes read_at at most this often (not a write per GET)
 
 
 def _json_size(value: object) -> int:
