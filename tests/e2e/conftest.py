@@ -1,6 +1,7 @@
 """Browser-test fixtures: a real Loupe server on the tiny GPT-2 and a headless Debian Chromium."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -9,6 +10,10 @@ from ..server import running_server
 from ..tiny_models import build_tiny_gpt2
 
 CHROMIUM = "/usr/bin/chromium"
+SHIPPED = Path(__file__).resolve().parents[2] / "models"
+# Two shipped models with different capabilities: induction-2l a generating LM, looped-add a
+# natively looped adder that is no language model (loupe.json generating_lm: false).
+ZOO = ("induction-2l", "looped-add")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -22,14 +27,17 @@ def long_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def loupe_url(model_dir, looped_model_dir, long_model_dir, tmp_path_factory):
-    """Base URL of `python -m loupe` on a free port, serving only `local/gpt2tiny` (the default),
-    `local/loopedtiny` (3 loop iterations) and `local/gpt2long`, with an empty cache."""
+    """Base URL of `python -m loupe` on a free port, serving `local/gpt2tiny` (the default),
+    `local/loopedtiny` (3 loop iterations), `local/gpt2long`, and the shipped `induction-2l` and
+    `looped-add` (for cards that follow capabilities), with an empty cache."""
     root = tmp_path_factory.mktemp("e2e_server")
     (root / "zoo").mkdir()
+    for name in ZOO:
+        (root / "zoo" / name).symlink_to(SHIPPED / name, target_is_directory=True)
     env = {
         "LOUPE_DATA_DIR": str(root / "data"),
         "LOUPE_MODEL_DIRS": f"{model_dir},{looped_model_dir},{long_model_dir}",
-        "LOUPE_ZOO_DIR": str(root / "zoo"),  # empty: the test must not depend on the embedded model
+        "LOUPE_ZOO_DIR": str(root / "zoo"),  # two shipped models; the default is set below, not the zoo's
         "LOUPE_DEFAULT_MODEL": "local/gpt2tiny",
         "LOUPE_HUB_MODELS": "",
         "LOUPE_API_TOKEN": "",
