@@ -4,6 +4,7 @@
 
 import * as api from "./api.js";
 import * as compare from "./compare.js";
+import { clearError, setRunning, showError, showNotice, showProgress } from "./feedback.js";
 import { buildCard, runButtonId } from "./forms.js";
 import { patternHeatmap } from "./heatmaps.js";
 import { plotlyReady } from "./plotting.js";
@@ -22,45 +23,6 @@ const forms = new Map(); // name -> its card's Form
 const views = new Map(); // name -> its view's <section>
 const thumbnailCache = new Map(); // `${id}/${iteration}` -> [layer][head][row][col]
 let detailRequest = 0; // only the latest head request may draw
-
-// ---- feedback: errors, notices and progress ----------------------------------------------
-
-function showError(err) {
-  if (err?.code === "unauthorized") $("token-card").hidden = false;
-  const retry = err?.retryAfter ? ` Try again in ${err.retryAfter} s.` : "";
-  $("error-message").textContent = (err?.message || String(err)) + retry;
-  $("error").dataset.code = err?.code || "error";
-  $("error").hidden = false;
-}
-
-function clearError() {
-  $("error").hidden = true;
-  $("error-message").textContent = "";
-}
-
-function showNotice(message) {
-  $("notice-message").textContent = message ?? "";
-  $("notice").hidden = !message;
-}
-
-function showProgress(progress) {
-  $("progress-box").hidden = !progress;
-  if (!progress) return;
-  const bar = $("progress");
-  const percent = Number(progress.percent);
-  if (Number.isFinite(percent) && percent > 0) {
-    bar.max = 100;
-    bar.value = Math.min(100, percent); // the API reports 0..100
-  } else {
-    bar.removeAttribute("value"); // indeterminate
-  }
-  const queued = progress.queue_position ? ` (${progress.queue_position} ahead in the queue)` : "";
-  $("progress-label").textContent = `${progress.stage || "working"}…${queued}`;
-}
-
-function setRunning(running) {
-  for (const button of document.querySelectorAll("[data-run]")) button.disabled = running;
-}
 
 // ---- the model, and what applies to it ----------------------------------------------------
 

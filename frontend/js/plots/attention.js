@@ -11,7 +11,7 @@ export const name = "attention";
 export const card = {
   title: "Attention",
   button: "Run attention",
-  hint: "Every head's attention pattern on the prompt. Ctrl+Enter runs it. BOS is prepended.",
+  hint: "Every head's attention pattern on the prompt.",
   fields: [],
 };
 
