@@ -7,7 +7,7 @@ export { plotlyReady } from "./plotting.js";
 
 /** Heatmap of a [layer][head] matrix; onSelect(layer, head) on click; the selected cell outlined.
  * `chart` names the PNG (plotting.js fileName). */
-export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmin = 0, zmax = 1, chart = {} }) {
+export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmin = 0, zmax = 1, colorscale = "Viridis", chart = {} }) {
   const nLayers = values.length;
   const nHeads = values[0]?.length ?? 0;
   const label = plotlyText(name);
@@ -18,7 +18,7 @@ export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmi
     y: [...Array(nLayers).keys()],
     zmin,
     zmax,
-    colorscale: "Viridis",
+    colorscale,
     colorbar: { thickness: 12, outlinewidth: 0 },
     xgap: 1,
     ygap: 1,
