@@ -4,11 +4,12 @@
 import * as attention from "./attention.js";
 import * as hallucination from "./hallucination.js";
 import * as hallucinationEval from "./hallucination_eval.js";
+import * as headAblation from "./head_ablation.js";
 import * as headScores from "./head_scores.js";
 import * as logitLens from "./logit_lens.js";
 import * as probes from "./probes.js";
 
-export const PLOTS = [attention, headScores, logitLens, probes, hallucination, hallucinationEval];
+export const PLOTS = [attention, headScores, logitLens, headAblation, probes, hallucination, hallucinationEval];
 
 /** Registry id -> module. */
 export const BY_NAME = new Map(PLOTS.map((plot) => [plot.name, plot]));
