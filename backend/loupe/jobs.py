@@ -9,7 +9,7 @@ computes or where its result goes: it runs `fn(progress)` and resolves the futur
 
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -38,7 +38,9 @@ class JobRunner:
         self.max_per_client = max_per_client
         self._lock = threading.Condition()
         self._inflight: dict[str, _Entry] = {}  # key -> queued or running entry
-        self._queues: OrderedDict[str, deque[_Entry]] = OrderedDict()  # client -> queued entries, in turn order
+        self._queues: dict[str, deque[_Entry]] = {}  # client -> its queued entries, in arrival order
+        self._last_turn: dict[str, int] = {}  # client -> pick number of its latest started job (while it has one in flight)
+        self._picks = 0
         self._closed = False
         self.computed = 0  # how many jobs actually ran (single flight is measurable)
         self._workers = [
@@ -70,15 +72,21 @@ class JobRunner:
     def _next(self) -> _Entry | None:
         """The next job, round-robin over clients (caller holds the lock); None when closed."""
         while not self._closed:
-            for client, queue in self._queues.items():
+            if self._queues:
+                client = self._turn_order()[0]  # least recently served; never served (or idle since) first
+                queue = self._queues[client]
                 entry = queue.popleft()
-                if queue:
-                    self._queues.move_to_end(client)  # its next job waits for the other clients' turns
-                else:
+                if not queue:
                     del self._queues[client]
+                self._picks += 1
+                self._last_turn[client] = self._picks
                 return entry
             self._lock.wait()
         return None
+
+    def _turn_order(self) -> list[str]:
+        """Clients with queued jobs, in the order round-robin serves them (caller holds the lock)."""
+        return sorted(self._queues, key=lambda client: self._last_turn.get(client, 0))
 
     def _work(self) -> None:
         while True:
@@ -102,6 +110,8 @@ class JobRunner:
                 job_progress.current.reset(token)
                 with self._lock:
                     self._inflight.pop(entry.key, None)
+                    if not any(e.client == entry.client for e in self._inflight.values()):
+                        self._last_turn.pop(entry.client, None)  # idle again: its next job is a newcomer's
 
     def progress(self, key: str) -> dict | None:
         """{"stage", "percent", "queue_position"} for an in-flight job, else None. The position
@@ -113,7 +123,7 @@ class JobRunner:
             position = 0
             if entry.progress.stage == "queued" and entry.client in self._queues:
                 mine = list(self._queues[entry.client]).index(entry)
-                clients = list(self._queues)
+                clients = self._turn_order()
                 turn = clients.index(entry.client)
                 position = mine + sum(
                     min(len(self._queues[c]), mine + (1 if i < turn else 0)) for i, c in enumerate(clients) if c != entry.client
