@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from .config import Settings
 import torch
 
 from .errors import ModelUnavailable, TooLong, UnknownModel
+from .tokens import decoder_kind, token_texts
 
 log = logging.getLogger(__name__)
 
@@ -192,32 +193,18 @@ class LoadedModel:
             raise TooLong(f"The text is {tokens.shape[-1]} tokens long; {self.id} accepts at most {limit}.")
         return tokens
 
+    @cached_property
+    def token_kind(self) -> str:
+        """How the tokenizer's pieces mark whitespace (tokens.decoder_kind)."""
+        return decoder_kind(self.tokenizer)
+
     def str_tokens(self, tokens: torch.Tensor) -> list[str]:
-        """Each token id of a [pos] tensor as its text; a byte-level token holding only part of a
-        UTF-8 character shows as its bytes (`\\xe2`) rather than a lossy U+FFFD."""
-        return [_token_text(self.tokenizer, int(t)) for t in tokens]
+        """Each token id of a [pos] tensor as its text, whitespace kept (a SentencePiece `▁upon`
+        is " upon"); a token holding only part of a UTF-8 character shows as its bytes (`\\xe2`)."""
+        return token_texts(self.tokenizer, self.token_kind, [int(t) for t in tokens])
 
     def pattern_hook_names(self) -> list[str]:
         return [f"blocks.{layer}.attn.hook_pattern" for layer in range(self.n_layers)]
-
-
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return {char: byte for byte, char in bytes_to_unicode().items()}
-
-
-def _token_text(tokenizer: Any, token_id: int) -> str:
-    text = tokenizer.decode([token_id])
-    if "\ufffd" not in text:
-        return text
-    piece = tokenizer.convert_ids_to_tokens(token_id) or ""
-    decoder = _byte_decoder()
-    if not piece or any(char not in decoder for char in piece):
-        return text
-    raw = bytes(decoder[char] for char in piece)
-    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def boot(entry: ModelEntry, settings: Settings) -> Any:

@@ -90,13 +90,14 @@ export function plotlyText(value) {
   return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
-/** A token as a label: whitespace and control characters made visible where they would vanish. */
+/** A token as a label, every space, newline, tab and control character made visible (" upon" shows
+ * as "␣upon"), so a token's boundaries read as the tokenizer drew them. */
 export function displayToken(token) {
-  const shown = token
+  return token
+    .replace(/ /g, "␣")
     .replace(/\n/g, "↵")
     .replace(/\t/g, "⇥")
     .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-  return shown.trim() === "" ? shown.replace(/ /g, "␣") : shown;
 }
 
 /** Unique categorical labels for a token list: the token, then its position as a subscript. */

@@ -81,3 +81,17 @@ def test_head_stats_on_known_patterns():
     uniform = torch.tril(torch.ones(1, T, T))
     uniform = uniform / uniform.sum(-1, keepdim=True)
     assert head_stats(uniform)["entropy"].item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_first_token_stat_says_bos_only_when_the_text_starts_with_it(tiny_model):
+    """Families such as Qwen prepend no BOS: the stat then measures attention to the first word."""
+    import torch
+
+    from loupe.analyses.attention import first_token_names
+
+    text = "The cat sat on the mat."
+    labels, _ = first_token_names(tiny_model, tiny_model.tokenize(text, 64))  # BOS prepended
+    assert labels["bos"] == "First token (BOS)"
+    words = torch.tensor([tiny_model.tokenizer(text, add_special_tokens=False)["input_ids"]])  # [1, pos], no BOS
+    labels, descriptions = first_token_names(tiny_model, words)
+    assert labels["bos"] == "First token" and "'The'" in descriptions["bos"] and "no BOS" in descriptions["bos"]

@@ -27,8 +27,8 @@ def url_state(url: str) -> dict[str, str]:
 
 
 def display(token: str) -> str:
-    """heatmaps.js displayToken() for the tokens this prompt makes: blank tokens shown as ␣."""
-    return token.replace(" ", "␣") if token.strip() == "" else token
+    """plotting.js displayToken() for the tokens this prompt makes: every space shown as ␣."""
+    return token.replace(" ", "␣")
 
 
 def wait_js(page, expression: str, timeout: float = 20.0):

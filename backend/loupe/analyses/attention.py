@@ -21,9 +21,11 @@ class Attention(BaseModel):
     n_heads: int
     # stat name -> [iteration][layer][head]; for the overview grid
     head_stats: dict[str, list[list[list[float]]]]
+    stat_labels: dict[str, str] = Field(description="What each stat is called, as it measures on this text.")
     stat_descriptions: dict[str, str]
 
 
+STAT_LABELS = {"bos": "First token (BOS)", "previous_token": "Previous token", "self": "Self", "entropy": "Entropy"}
 STAT_DESCRIPTIONS = {
     "bos": "Mean attention to the first token (BOS), over query positions 1…T−1.",
     "previous_token": "Mean attention to the previous token, over query positions 2…T−1.",
@@ -54,7 +56,20 @@ def _sum_plogp(pattern: torch.Tensor) -> torch.Tensor:
     return sums.reshape(pattern.shape[:-1])
 
 
-@register("attention", version=2, params=AttentionParams, needs=("text",), stores_patterns=True)
+def first_token_names(model: LoadedModel, tokens: torch.Tensor) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, descriptions) of the stats for this text: the first-token stat says "BOS" only when
+    the model prepended its BOS token (many tokenizers, e.g. Qwen's, have none: then it is the
+    text's first word)."""
+    bos = model.tokenizer.bos_token_id
+    if bos is not None and int(tokens[0, 0]) == bos:
+        return STAT_LABELS, STAT_DESCRIPTIONS
+    first = model.str_tokens(tokens[0, :1])[0]
+    labels = {**STAT_LABELS, "bos": "First token"}
+    description = f"Mean attention to the first token ({first!r}: this model prepends no BOS), over query positions 1…T−1."
+    return labels, {**STAT_DESCRIPTIONS, "bos": description}
+
+
+@register("attention", version=3, params=AttentionParams, needs=("text",), stores_patterns=True)
 def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> AnalysisOutput:
     """Attention pattern of every iteration, layer and head on the text (BOS prepended as the
     model expects), equal to the model's own attention probabilities. Patterns are stored per
@@ -64,6 +79,7 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
     inputs.progress("forward", 0.1)
     # stat -> [iteration, layer, head]
     stacked, patterns = summarize_and_store(model, tokens, lambda probs: head_stats(probs[0]), params.loop)
+    labels, descriptions = first_token_names(model, tokens)
     result = Attention(
         tokens=model.str_tokens(tokens[0]),
         token_ids=tokens[0].tolist(),
@@ -71,6 +87,7 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
         n_layers=model.n_layers,
         n_heads=model.n_heads,
         head_stats={name: rounded(value) for name, value in stacked.items()},
-        stat_descriptions=STAT_DESCRIPTIONS,
+        stat_labels=labels,
+        stat_descriptions=descriptions,
     )
     return AnalysisOutput(result=result, patterns=patterns)

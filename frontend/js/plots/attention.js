@@ -36,7 +36,7 @@ export const view = `
     <div class="card-head">
       <h2>Head stat</h2>
       <select id="stat-select" data-testid="stat-select" aria-label="Head stat">
-        <option value="bos">BOS attention</option>
+        <option value="bos">First token (BOS)</option>
         <option value="previous_token">Previous token</option>
         <option value="self">Self</option>
         <option value="entropy">Entropy</option>
@@ -71,7 +71,9 @@ export function render(el, result, { iteration, stat, thumbnails = null, selecte
   renderTokens(el.querySelector("[data-role=tokens]"), result.tokens);
   el.querySelector("[data-role=token-count]").textContent = `${result.tokens.length} tokens`;
   el.querySelector("[data-role=stat-note]").textContent = result.stat_descriptions[stat]; // defined once, by the analysis
-  el.querySelector("#stat-select").value = stat;
+  const select = el.querySelector("#stat-select");
+  for (const option of select.options) option.textContent = result.stat_labels?.[option.value] ?? option.textContent;
+  select.value = stat;
   const values = result.head_stats[stat][iteration]; // [layer][head]
   layerHeadGrid(el.querySelector("#stat-grid"), values, { name: stat, selected, onSelect, chart: { ...chart, part: stat } });
   const grid = el.querySelector("#thumbnails");
