@@ -71,13 +71,14 @@ def build_tiny_gpt2(path: Path, n_layer: int = 2, n_head: int = 4, n_ctx: int = 
     return _save(path, GPT2LMHeadModel(config), fast)
 
 
-def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int = 0) -> Path:
+def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int = 0, tokenizer=None) -> Path:
     """A random-init 2-layer Llama with grouped-query attention (n_kv_head key/value heads shared
-    by n_head query heads) and rotary positions, saved under `path`."""
+    by n_head query heads) and rotary positions, saved under `path` with `tokenizer` (default the
+    byte-level BPE; sentencepiece_tokenizer() for a Llama 2-style one)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    fast = _tokenizer()
+    fast = tokenizer if tokenizer is not None else _tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(fast),

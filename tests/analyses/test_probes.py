@@ -128,7 +128,7 @@ def test_retrofit_loop_on_a_plain_model(tiny_model):
     assert (result.n_iterations, result.n_layers) == (2, 2) and result.loop_layers == [1, 1]
     accuracy = np.array(result.probe_accuracy)
     assert accuracy[0, 0] == accuracy[1, 0]  # layer 0 is outside the loop: the same activations
-    assert result.self_verification_accuracy is None and "distinct" in result.self_verification_note
+    assert result.self_verification_accuracy is None and "same token" in result.self_verification_note
 
 
 def test_bad_inputs_are_rejected(looped_model):
@@ -142,3 +142,54 @@ def test_bad_inputs_are_rejected(looped_model):
         _run(looped_model, dataset="rows", rows=[Row(text="1" * 100, label=str(i % 2)) for i in range(10)])
     with pytest.raises(ValueError):
         ProbeParams(dataset="addition", rows=[Row(text="1", label="a")])
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_llama(tmp_path_factory):
+    from loupe.config import Settings
+    from loupe.model_store import ModelStore
+
+    from ..tiny_models import build_tiny_llama, sentencepiece_tokenizer
+
+    root = tmp_path_factory.mktemp("sp")
+    build_tiny_llama(root / "spllama", tokenizer=sentencepiece_tokenizer())
+    return ModelStore(Settings(model_dirs=[root], zoo_dir=root / "zoo")).get("local/spllama")
+
+
+def test_label_tokens_are_resolved_in_context_for_both_tokenizer_families(tiny_model, sentencepiece_llama):
+    from loupe.analyses.probes import label_ids_in_context
+
+    texts = ["The dog sat on the", "When Mary gave the"]
+    for model, space in ((sentencepiece_llama, "▁"), (tiny_model, "Ġ")):
+        ids, note = label_ids_in_context(model, texts, ["c", "d"], {"c": " cat", "d": " dog"})
+        assert note is None and ids.tolist()[0] == ids.tolist()[1]
+        pieces = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+        assert pieces[0].startswith(space + "c") and pieces[1].startswith(space + "d"), pieces  # the word, with its space
+    # what reading the label alone gives on SentencePiece: a lone " cat" starts with '▁' like " dog"
+    alone = [sentencepiece_llama.tokenizer.encode(word, add_special_tokens=False)[0] for word in (" cat", " dog")]
+    assert alone[0] == alone[1]
+
+
+def test_self_verification_works_with_sentencepiece(sentencepiece_llama):
+    """Self-verification equals the HF model's own last-position preference between the label tokens."""
+    from transformers import AutoModelForCausalLM
+
+    rng = random.Random(3)
+    subjects = ["The dog", "The cat", "Mary", "John", "Harry"]
+    texts = [f"{rng.choice(subjects)} sat on the {rng.choice(['mat', 'log'])} and saw the" for _ in range(40)]
+    from loupe.analyses.probes import label_ids_in_context
+
+    hf = AutoModelForCausalLM.from_pretrained(sentencepiece_llama.entry.location).eval()
+    ids, _ = label_ids_in_context(sentencepiece_llama, texts[:1], ["c", "d"], {"c": " cat", "d": " dog"})
+    cat, dog = hf_ids = ids[0].tolist()  # checked by the test above: '▁c…' and '▁d…'
+    assert all(text.endswith(" the") for text in texts)  # every row resolves as the first
+    with torch.no_grad():
+        says_cat = [
+            bool((logits := hf(torch.tensor([sentencepiece_llama.tokenize(t, 64)[0].tolist()])).logits[0, -1])[cat] > logits[dog])
+            for t in texts
+        ]
+    rows = [Row(text=t, label="c" if i % 2 else "d") for i, t in enumerate(texts)]
+    result, _ = _run(sentencepiece_llama, dataset="rows", rows=rows, label_tokens={"c": " cat", "d": " dog"}, folds=2)
+    assert result.self_verification_note is None and hf_ids[0] != hf_ids[1]
+    expected = sum(said == (row.label == "c") for said, row in zip(says_cat, rows)) / len(rows)
+    assert result.self_verification_accuracy == [pytest.approx(expected, abs=1e-4)]

@@ -95,17 +95,35 @@ def _batches(lengths: list[int], key: Callable[[int], object], d_vocab: int) -> 
             yield members[start : start + size]
 
 
-def _first_token(model: LoadedModel, text: str) -> int | None:
-    ids = model.tokenizer.encode(text, add_special_tokens=False)
-    return int(ids[0]) if ids else None
-
-
-def _label_ids(model: LoadedModel, labels: list[str], label_tokens: dict[str, str]) -> tuple[list[int] | None, str | None]:
-    """The token id the model would say for each label, or None and why self-verification is skipped."""
-    ids = [_first_token(model, label_tokens.get(label, label)) for label in labels]
-    if any(i is None for i in ids) or len(set(ids)) < len(ids):
-        return None, "The labels do not map to distinct first tokens; set `label_tokens` to enable self-verification."
-    return ids, None
+def label_ids_in_context(
+    model: LoadedModel, texts: list[str], labels: list[str], label_tokens: dict[str, str]
+) -> tuple[torch.Tensor | None, str | None]:
+    """[row, label] the token the model would say for each label right after each row's text, or
+    None and why self-verification cannot be read. Resolved in context: the text and the text
+    followed by the label's word are tokenized, and the first token where they differ is the
+    label's. A SentencePiece tokenizer encodes a lone "Y" as ['▁', 'Y'] (so "Y" and "N" would
+    share '▁'), but "...= Y" after the text as it is read."""
+    encode = model.tokenizer.encode
+    resolved: dict[str, list[int]] = {}
+    rows = []
+    for text in texts:
+        if text not in resolved:
+            base = encode(text, add_special_tokens=False)
+            ids = []
+            for label in labels:
+                full = encode(text + label_tokens.get(label, label), add_special_tokens=False)
+                at = next((i for i, (a, b) in enumerate(zip(base, full)) if a != b), len(base))
+                if at < len(base):
+                    return None, (f"The label {label!r} merges with the text's last token when tokenized after it, "
+                                  "so no next token says it; set `label_tokens` (e.g. with a leading space).")
+                if at >= len(full):
+                    return None, f"The label {label!r} adds no token after the text; set `label_tokens`."
+                ids.append(int(full[at]))
+            if len(set(ids)) < len(ids):
+                return None, "The labels begin with the same token after the text; set `label_tokens` to tell them apart."
+            resolved[text] = ids
+        rows.append(resolved[text])
+    return torch.tensor(rows), None
 
 
 def read_residuals(
@@ -189,7 +207,7 @@ def fit_probes(
     return {"accuracy": accuracy, "f1": f1}
 
 
-@register("probes", version=1, params=ProbeParams, needs=("labelled_data", "loop"))
+@register("probes", version=2, params=ProbeParams, needs=("labelled_data", "loop"))
 def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisOutput:
     """Linear probes per iteration and layer, self-verification and task accuracy per iteration.
     Every text is read at `position` (last token by default) after every layer of every iteration;
@@ -207,10 +225,11 @@ def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisO
     y = np.array([labels.index(row.label) for row in rows])
 
     start, end = loop_layers(model, params.loop)
-    label_ids, note = _label_ids(model, labels, dataset.label_tokens)
+    label_ids, note = label_ids_in_context(model, [row.text for row in rows], labels, dataset.label_tokens)  # [row, label]
     verification = None
     if label_ids is not None:
-        exits = readout(model, features[:, end])[..., label_ids]  # [iteration, row, label]
+        logits = readout(model, features[:, end])  # [iteration, row, d_vocab]
+        exits = logits.gather(-1, label_ids.expand(logits.shape[0], -1, -1))  # [iteration, row, label]
         verification = (exits.argmax(-1) == torch.from_numpy(y)).float().mean(-1).tolist()  # [iteration]
 
     done = {"task": 0.0}
