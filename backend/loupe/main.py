@@ -50,5 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, models.router, analyses.router, datasets.router):
         app.include_router(router, prefix="/api", responses=errors.ERROR_RESPONSES)
     docs.mount(app)
-    app.mount("/", StaticFiles(directory=settings.frontend_dir, html=True), name="frontend")
+    # the frontend answers what no route matches, not as a catch-all mount: a known API path asked
+    # with a method it lacks then gets 405 with its Allow header, not the static files' 404/405
+    app.router.default = StaticFiles(directory=settings.frontend_dir, html=True)
     return app

@@ -280,3 +280,19 @@ def test_docs_are_served_from_local_assets(client):
         for asset in assets:
             assert client.get(asset).status_code == 200, asset
         assert "<script>" not in html  # no inline script: the CSP allows none
+
+
+def test_a_known_path_with_another_method_is_405_naming_every_allowed_method(client):
+    for method, path, allowed in (
+        ("GET", "/api/analyses", {"POST"}),
+        ("PUT", "/api/analyses/" + "0" * 64, {"GET", "DELETE"}),
+        ("POST", "/", {"GET", "HEAD"}),
+    ):
+        response = client.request(method, path)
+        _assert_error(response, 405, "method_not_allowed")
+        assert allowed <= set(response.headers["allow"].split(", ")), (path, response.headers["allow"])
+    assert client.get("/").status_code == 200 and "<title>Loupe</title>" in client.get("/").text
+
+
+def test_a_malformed_csv_header_is_a_422(client):
+    _assert_error(client.post("/api/datasets/parse", json={"format": "csv", "content": "a\rb"}), 422, "invalid_input")

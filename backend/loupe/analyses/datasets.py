@@ -165,9 +165,9 @@ def parse_upload(content: str, fmt: str) -> list[Row]:
                 raise InvalidInput(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
     elif fmt == "csv":
         reader = csv.DictReader(io.StringIO(content))
-        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-            raise InvalidInput("The CSV needs a header row with `text` and `label` columns.")
-        try:
+        try:  # the header row is read lazily, by `fieldnames`: a malformed one raises there too
+            if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
+                raise InvalidInput("The CSV needs a header row with `text` and `label` columns.")
             records = [(number, record) for number, record in enumerate(reader, start=2)]
         except csv.Error as exc:
             raise InvalidInput(f"The CSV could not be read: {exc}.") from None

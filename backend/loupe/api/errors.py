@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import AppError
@@ -90,6 +91,18 @@ class CatchAll:
             await respond(INTERNAL)(scope, receive, send)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's own Allow names only the first
+    route that matches the path: GET /api/analyses/{id} but not its DELETE); GET and HEAD where
+    no route does (the static frontend)."""
+    methods = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return ", ".join(methods or ["GET", "HEAD"])
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -102,9 +115,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404 and message == "Not Found":  # no route: say what was asked for
+            message = f"Nothing at {request.url.path}; /docs lists the API."
         if exc.status_code == 413:
             message = f"The request body is larger than the server's limit ({request.app.state.settings.max_body_bytes} bytes)."
         error = AppError(message, code=_HTTP_CODES.get(exc.status_code, "http_error"), status=exc.status_code)
-        return respond(error, headers=dict(exc.headers or {}))  # e.g. Allow on a 405
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return respond(error, headers=headers)  # e.g. Allow on a 405
 
     app.add_middleware(CatchAll)

@@ -4,18 +4,29 @@ An upload is not stored: it is parsed, checked and returned as rows, which the c
 `params.rows` of a `probes` request, so the rows are part of the analysis' content key.
 """
 
+import re
 from typing import Literal
 
 from fastapi import APIRouter, Query
+from starlette.convertors import StringConvertor, register_url_convertor
 from pydantic import AfterValidator, BaseModel, Field
 from typing_extensions import Annotated
 
 from ...analyses.registry import MAX_SEED
 from ...analyses.datasets import BUILT_IN, MAX_ROWS, MAX_UPLOAD_BYTES, Row, parse_upload
-from ...errors import NotFound
 from ...hashing import check_encodable
 
 router = APIRouter(tags=["datasets"])
+
+
+class _BuiltInName(StringConvertor):
+    """Routes `/datasets/{name}` only for the built-in names, so that `/datasets/parse` belongs to
+    the upload route alone (a GET there is 405 with `Allow: POST`, not a lookup of a dataset "parse")."""
+
+    regex = "|".join(re.escape(name) for name in BUILT_IN)
+
+
+register_url_convertor("built_in_dataset", _BuiltInName())
 
 
 class BuiltIn(BaseModel):
@@ -57,15 +68,13 @@ def built_in_datasets() -> list[BuiltIn]:
     return [BuiltIn(name=name, description=" ".join((fn.__doc__ or "").split())) for name, fn in BUILT_IN.items()]
 
 
-@router.get("/datasets/{name}", response_model=Rows)
+@router.get("/datasets/{name:built_in_dataset}", response_model=Rows)
 def built_in_rows(
     name: str,
     n: int = Query(20, ge=1, le=MAX_ROWS),
     seed: int = Query(0, ge=0, le=MAX_SEED),
 ) -> Rows:
     """The rows a built-in generator makes for (n, seed): what `probes` reads with the same params."""
-    if name not in BUILT_IN:
-        raise NotFound(f"No built-in dataset {name!r}; known: {', '.join(BUILT_IN)}.")
     dataset = BUILT_IN[name](n, seed)
     return _rows(dataset.rows, dataset.label_tokens)
 
