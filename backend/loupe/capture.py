@@ -27,6 +27,7 @@ import torch
 
 from .codec import PatternStore
 from .loops import LoopSpec, by_iteration, looping, stack_by_iteration
+from .errors import Unsupported
 from .model_store import LoadedModel
 from .progress import checkpoint
 
@@ -34,9 +35,27 @@ ATTENTION = "loupe_capture"
 
 OnPattern = Callable[[int, int, torch.Tensor], None]
 
-# Keyword arguments of an attention call that change its math beyond scores + mask + softmax
-# (Gemma's soft-capping, gpt-oss' sinks): such calls run the model's own eager function.
-_UNSUPPORTED = ("softcap", "s_aux", "sinks")
+# The fast path runs only for model types whose attention it is known to compute exactly: each
+# is checked against HF eager attention, patterns and logits, by tests/test_architectures.py.
+# Others take the bridge's own hooks (the model's own code, slower). A model type whose HF code
+# decides its math by the attention implementation's name (GLM-MoE-DSA applies its sparse mask
+# only under "eager") would be silently wrong here: it stays off this list.
+NATIVE_MODEL_TYPES = frozenset(
+    """afmoe apertus arcee bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
+    exaone4 falcon falcon_h1 flex_olmo gemma gemma2 gemma3_text gemma4_text glm glm4 glm4_moe
+    glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe hunyuan_v1_dense jais2
+    jetmoe laguna llama llama4_text minimax_m2 ministral3 mistral mixtral modernbert-decoder mpt nanochat
+    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe seed_oss smollm3
+    stablelm starcoder2 vaultgemma xglm youtu""".split()
+)
+# Keyword arguments of an attention call that the plain computation below models: bookkeeping,
+# or masking that the eager mask it is given already holds (a sliding window). Any other with a
+# value (soft-capping, sinks, sparse indices, anything new) runs the model's own eager function.
+_MODELLED = frozenset(
+    {"sliding_window", "position_ids", "cache_position", "is_causal", "use_cache", "output_attentions",
+     "past_key_value", "past_key_values", "layer_idx", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+     "max_length_k", "head_mask", "position_embeddings", "token_type_ids"}
+)
 
 
 @dataclass
@@ -45,6 +64,17 @@ class _Recording:
     on_pattern: OnPattern
     counts: list[int]
     probs: torch.Tensor | None = None
+    n_keys: int | None = None  # what every layer attends over in a pass without a KV cache
+
+    def check_keys(self, layer: int, probs: torch.Tensor) -> None:
+        """Unsupported where a layer attends over other keys than the tokens (a compressed or extra
+        memory, as DeepSeek-V4's): its pattern would not be a token x token map."""
+        if self.n_keys is not None and probs.shape[-1] != self.n_keys:
+            raise Unsupported(
+                f"Layer {layer} attends over {probs.shape[-1]} keys for {self.n_keys} tokens (a compressed or "
+                "added memory), so its pattern is no token x token map; Loupe cannot show it as one.",
+                code="unsupported_attention",
+            )
 
     def buffer(self, new_empty: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
         """The [batch, head, q, k] buffer every layer of a pass reuses. A fresh one per layer costs
@@ -56,6 +86,7 @@ class _Recording:
     def fire(self, module: torch.nn.Module, probs: torch.Tensor) -> None:
         checkpoint()  # a job past its time limit stops here, within one layer
         layer = self.layer_of[id(module)]
+        self.check_keys(layer, probs)
         self.counts[layer] += 1
         self.on_pattern(self.counts[layer] - 1, layer, probs)
 
@@ -83,9 +114,10 @@ def capture_attention(
     """Eager attention (query [batch, head, q, d], key/value [batch, kv_head, k, d]) that hands
     its probabilities to the active recording. Returns (output [batch, q, head, d], None)."""
     recording = _active.get()
-    # The model's own function where its math differs from the plain one below: soft-capping or
-    # sinks, dropout, and half precision (models such as Llama take the softmax in float32 there).
-    exact = any(kwargs.get(name) is not None for name in _UNSUPPORTED) or dropout or query.dtype != torch.float32
+    # The model's own function where its math may differ from the plain one below: an argument it
+    # does not model, dropout, half precision (models such as Llama take the softmax in float32 there).
+    unmodelled = any(value is not None and name not in _MODELLED for name, value in kwargs.items())
+    exact = unmodelled or dropout or query.dtype != torch.float32
     if recording is None or exact:
         output, probs = _eager_of(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         if recording is not None:
@@ -100,7 +132,7 @@ def capture_attention(
     if attention_mask is not None:
         probs.add_(attention_mask[..., : key.shape[-2]])
     torch._softmax(probs, -1, False, out=probs)  # in place: row by row, bitwise equal to torch.softmax
-    output = torch.matmul(probs, value).transpose(1, 2)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()  # models call .view() on it, as on eager's
     recording.fire(module, probs if probs.dtype == torch.float32 else probs.float())
     return output, None
 
@@ -116,10 +148,17 @@ def _register() -> None:
 _register()
 
 
+def require_attention(model: LoadedModel) -> None:
+    """Unsupported (422, its reason as the code) when Loupe cannot capture the model's attention."""
+    if (refusal := model.attention_refusal) is not None:
+        raise Unsupported(refusal.message, code=refusal.code)
+
+
 def runs_natively(model: LoadedModel) -> bool:
-    """Whether the model's HF classes call attention through the AttentionInterface."""
+    """Whether the fast path computes this model's attention exactly: an allow-listed model type
+    whose HF classes call attention through the AttentionInterface."""
     hf = model.bridge.original_model
-    return bool(getattr(hf, "_supports_attention_backend", False)) and all(
+    return model.entry.model_type in NATIVE_MODEL_TYPES and bool(getattr(hf, "_supports_attention_backend", False)) and all(
         getattr(block.attn, "original_component", None) is not None for block in model.bridge.blocks
     )
 
@@ -188,6 +227,7 @@ class AttentionRecorder:
     ) -> tuple[torch.Tensor, Any]:
         """(logits [batch, pos or 1, d_vocab], the KV cache or None) of one pass over tokens [batch, pos]."""
         self.recording.counts[:] = [0] * self.model.n_layers
+        self.recording.n_keys = tokens.shape[1] if past is None else None
         if self.native:
             output = self.model.bridge.original_model(
                 tokens, past_key_values=past, use_cache=use_cache, logits_to_keep=0 if all_logits else 1
@@ -208,6 +248,7 @@ def recording_attention(
 ) -> Iterator[AttentionRecorder]:
     """An AttentionRecorder for the duration of the block (`loop` applied); the caller holds
     model.lock. `native` None: the model's own forward where it can, else the bridge's hooks."""
+    require_attention(model)
     native = runs_natively(model) if native is None else native
     recorder = AttentionRecorder(model, on_pattern, native)
     with torch.inference_mode():
@@ -226,13 +267,21 @@ def recording_attention(
         def hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
             def record(pattern: torch.Tensor, hook: Any) -> torch.Tensor:
                 checkpoint()
+                recorder.recording.check_keys(layer, pattern)
                 recorder.recording.counts[layer] += 1
                 on_pattern(recorder.recording.counts[layer] - 1, layer, pattern.float())
                 return pattern
 
             return record
 
-        hooks = [(name, hook(layer)) for layer, name in enumerate(model.pattern_hook_names())]
+        names = model.pattern_hook_names()
+        if missing := [name for name in names if name not in model.bridge.hook_dict]:
+            raise Unsupported(
+                f"{model.entry.model_type or model.id}'s attention is not among those Loupe's own capture is "
+                f"verified on, and TransformerLens exposes no pattern hook for it ({missing[0]}).",
+                code="unsupported_attention",
+            )
+        hooks = [(name, hook(layer)) for layer, name in enumerate(names)]
         with model.bridge.hooks(fwd_hooks=hooks), looping(model, loop):
             yield recorder
 

@@ -60,6 +60,14 @@ class InvalidInput(AppError):
     code = "invalid_input"
 
 
+class Unsupported(AppError):
+    """Loupe cannot compute this exactly for this model, and says so before computing (the code
+    names the reason, e.g. `no_attention`)."""
+
+    status = 422
+    code = "unsupported"
+
+
 class TooLong(AppError):
     status = 413
     code = "too_long"

@@ -18,14 +18,17 @@ from typing import Any
 from .config import Settings
 import torch
 
-from .errors import ModelUnavailable, TooLong, UnknownModel
+from .errors import ModelUnavailable, TooLong, UnknownModel, Unsupported
 from .tokens import decoder_kind, token_texts
 
 log = logging.getLogger(__name__)
 
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
-_HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
-_CTX_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")
+_HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "attention_heads")
+_CTX_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "context_length")
+_LAYER_LIST_KEYS = ("layers_block_type", "layer_types", "block_types")  # one entry per layer
+# Model types with no attention at all (state-space and RNN models): nothing to capture.
+ATTENTION_FREE = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv"})
 _ITERATION_KEYS = ("n_iterations", "total_ut_steps")
 
 
@@ -50,13 +53,28 @@ class ModelEntry:
     description: str
     loupe: dict = field(default_factory=dict, compare=False, hash=False)
 
+    model_type: str = ""
+
+    @property
+    def attention_refusal(self) -> "Unsupported | None":
+        """Why Loupe cannot capture this model's attention, as far as its config tells (the loaded
+        model's structure has the last word: LoadedModel.attention_refusal)."""
+        if self.model_type in ATTENTION_FREE or self.n_heads == 0:
+            return Unsupported(
+                f"{self.model_type or self.id} has no attention layers; the logit lens and probes read its residual stream.",
+                code="no_attention",
+            )
+        return None
+
     @property
     def capabilities(self) -> list[str]:
-        """What the model offers analyses (registry MODEL_NEEDS): `loop` for a natively looped
-        model, `generating_lm` unless its loupe.json says `"generating_lm": false` (a task model,
-        such as an adder, whose generations are no language)."""
-        return (["loop"] if self.n_iterations > 1 else []) + (
-            ["generating_lm"] if self.loupe.get("generating_lm", True) else []
+        """What the model offers analyses (registry MODEL_NEEDS): `attention` where Loupe captures
+        it exactly, `loop` for a natively looped model, `generating_lm` unless its loupe.json says
+        `"generating_lm": false` (a task model, such as an adder, whose generations are no language)."""
+        return (
+            (["attention"] if self.attention_refusal is None else [])
+            + (["loop"] if self.n_iterations > 1 else [])
+            + (["generating_lm"] if self.loupe.get("generating_lm", True) else [])
         )
 
     def public(self) -> dict:
@@ -80,11 +98,13 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         log.warning("skipping model dir %s: %s", path, exc)
         return None
     text_config = config.get("text_config") or config
+    layer_list = _first(text_config, _LAYER_LIST_KEYS)
     return ModelEntry(
         id=model_id,
         source=source,
         location=str(path),
-        n_layers=int(loupe.get("n_layers") or _first(text_config, _LAYER_KEYS, 0)),
+        model_type=str(text_config.get("model_type") or config.get("model_type") or ""),
+        n_layers=int(loupe.get("n_layers") or _first(text_config, _LAYER_KEYS) or len(layer_list or ())),
         n_heads=int(_first(text_config, _HEAD_KEYS, 0)),
         n_iterations=int(loupe.get("n_iterations") or _first(text_config, _ITERATION_KEYS, 1)),
         n_ctx=int(_first(text_config, _CTX_KEYS, 0)),
@@ -164,6 +184,45 @@ class LoadedModel:
     @property
     def id(self) -> str:
         return self.entry.id
+
+    @cached_property
+    def attention_layers(self) -> list[int]:
+        """The layers whose block has softmax attention that Loupe captures."""
+        return [layer for layer, block in enumerate(getattr(self.bridge, "blocks", [])) if hasattr(block, "attn")]
+
+    @cached_property
+    def attention_refusal(self) -> Unsupported | None:
+        """Why Loupe cannot capture this model's attention exactly, from its structure; None if it can."""
+        if (refusal := self.entry.attention_refusal) is not None:
+            return refusal
+        kind = self.entry.model_type or type(self.bridge.original_model).__name__
+        if not hasattr(self.bridge, "blocks"):
+            return Unsupported(
+                f"{kind} has no single stack of layers (e.g. HRM's two-level L/H stacks), which Loupe's "
+                "layer x head views cannot show yet; the logit lens reads its residual stream.",
+                code="unsupported_architecture",
+            )
+        if not self.attention_layers:
+            return Unsupported(
+                f"{kind} has attention ({self.entry.n_heads} heads), but TransformerLens' bridge exposes none of its "
+                "layers' attention as a component Loupe can capture; the logit lens and probes read its residual stream.",
+                code="unsupported_architecture",
+            )
+        if len(self.attention_layers) < len(self.bridge.blocks):
+            others = [layer for layer in range(len(self.bridge.blocks)) if layer not in self.attention_layers]
+            return Unsupported(
+                f"{kind} is a hybrid stack: layers {others} hold no softmax attention (state-space, linear or "
+                f"convolutional mixers) and only {self.attention_layers} do. Loupe's attention views need every "
+                "layer to attend; the logit lens and probes read its residual stream.",
+                code="hybrid_stack",
+            )
+        return None
+
+    @property
+    def capabilities(self) -> list[str]:
+        """The entry's capabilities, with `attention` decided by the loaded structure."""
+        others = [c for c in self.entry.capabilities if c != "attention"]
+        return (["attention"] if self.attention_refusal is None else []) + others
 
     @property
     def n_layers(self) -> int:
@@ -270,6 +329,19 @@ class ModelStore:
                     evicted, _ = self._loaded.popitem(last=False)
                     log.info("evicted model %s", evicted)
             return model
+
+    def capabilities(self, model_id: str) -> list[str]:
+        """A model's capabilities: from its structure once loaded, from its config before."""
+        with self._store_lock:
+            if model_id in self._loaded:
+                return self._loaded[model_id].capabilities
+        return self.entry(model_id).capabilities
+
+    def refusal(self, model_id: str) -> Unsupported | None:
+        """Why attention cannot be captured for this model, as known now (loaded or not)."""
+        with self._store_lock:
+            loaded = self._loaded.get(model_id)
+        return loaded.attention_refusal if loaded is not None else self.entry(model_id).attention_refusal
 
     def revision(self, model_id: str) -> str:
         with self._store_lock:

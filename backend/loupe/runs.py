@@ -17,6 +17,7 @@ from functools import partial
 from pydantic import BaseModel, ValidationError
 
 from .analyses import REGISTRY, AnalysisOutput, AnalysisSpec, Inputs
+from .capture import require_attention
 from .config import Settings
 from .db.cache import ResultCache
 from .db.tables import Analysis, Blob, now
@@ -81,6 +82,8 @@ class RunService:
         spec = spec_of(analysis)
         valid = validate_params(spec, params)
         self.store.entry(model)
+        if "attention" in spec.needs and (refusal := self.store.refusal(model)) is not None:
+            raise refusal
         text = text if spec.takes_text else None
         if spec.takes_text:
             if not (text and text.strip()):
@@ -159,6 +162,8 @@ class RunService:
     def _compute(
         self, spec: AnalysisSpec, model: LoadedModel, text: str | None, params: BaseModel, progress: Progress
     ) -> AnalysisOutput:
+        if "attention" in spec.needs:
+            require_attention(model)  # the loaded structure has the last word (hybrid stacks)
         require = partial(self._require, model, progress)
         return spec.fn(model, params, Inputs(text=text, max_tokens=self.settings.max_tokens, progress=progress, require=require))
 

@@ -69,7 +69,7 @@ def first_token_names(model: LoadedModel, tokens: torch.Tensor) -> tuple[dict[st
     return labels, {**STAT_DESCRIPTIONS, "bos": description}
 
 
-@register("attention", version=3, params=AttentionParams, needs=("text",), stores_patterns=True)
+@register("attention", version=3, params=AttentionParams, needs=("text", "attention"), stores_patterns=True)
 def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> AnalysisOutput:
     """Attention pattern of every iteration, layer and head on the text (BOS prepended as the
     model expects), equal to the model's own attention probabilities. Patterns are stored per

@@ -45,7 +45,7 @@ def _bos_id(model: LoadedModel) -> int:
     return 0
 
 
-@register("head_scores", version=1, params=HeadScoreParams, stores_patterns=True)
+@register("head_scores", version=1, params=HeadScoreParams, needs=("attention",), stores_patterns=True)
 def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> AnalysisOutput:
     """Scores every head on `batch` random sequences of length S repeated twice after BOS
     (positions 1..S, then S+1..2S). Induction: mean attention from i in the second copy to

@@ -35,10 +35,11 @@ class AnalysisOutput:
 
 
 # What an analysis can need. Inputs: `text` (a prompt), `labelled_data` (rows with labels, built in
-# or uploaded). Model capabilities (ModelEntry.capabilities): `loop` (a natively looped model),
-# `generating_lm` (a language model whose generations mean something).
+# or uploaded). Model capabilities (ModelEntry.capabilities): `attention` (softmax attention Loupe
+# captures exactly), `loop` (a natively looped model), `generating_lm` (a language model whose
+# generations mean something).
 INPUT_NEEDS = ("text", "labelled_data")
-MODEL_NEEDS = ("loop", "generating_lm")
+MODEL_NEEDS = ("attention", "loop", "generating_lm")
 
 
 @dataclass(frozen=True)
