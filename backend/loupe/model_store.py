@@ -27,6 +27,8 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "attention_heads")
 _CTX_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "context_length")
 _LAYER_LIST_KEYS = ("layers_block_type", "layer_types", "block_types")  # one entry per layer
+# Files that hold a tokenizer (fast, SentencePiece, BPE or WordPiece vocabularies).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
 # Model types with no attention at all (state-space and RNN models): nothing to capture.
 ATTENTION_FREE = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv"})
 _ITERATION_KEYS = ("n_iterations", "total_ut_steps")
@@ -54,6 +56,24 @@ class ModelEntry:
     loupe: dict = field(default_factory=dict, compare=False, hash=False)
 
     model_type: str = ""
+    has_tokenizer: bool = True
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a researcher should know before choosing this model."""
+        if self.has_tokenizer:
+            return []
+        return [f"No tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …) in its folder: analyses of a text are refused."]
+
+    def refusal(self, need: str) -> "Unsupported | None":
+        """Why an enforced need (registry ENFORCED_NEEDS) does not hold, as far as the files tell."""
+        if need == "tokenizer" and not self.has_tokenizer:
+            return Unsupported(
+                f"{self.id} has no tokenizer files in its folder, so no text can be turned into its tokens; "
+                "add the tokenizer the model was trained with.",
+                code="no_tokenizer",
+            )
+        return self.attention_refusal if need == "attention" else None
 
     @property
     def attention_refusal(self) -> "Unsupported | None":
@@ -73,6 +93,7 @@ class ModelEntry:
         `"generating_lm": false` (a task model, such as an adder, whose generations are no language)."""
         return (
             (["attention"] if self.attention_refusal is None else [])
+            + (["tokenizer"] if self.has_tokenizer else [])
             + (["loop"] if self.n_iterations > 1 else [])
             + (["generating_lm"] if self.loupe.get("generating_lm", True) else [])
         )
@@ -87,6 +108,7 @@ class ModelEntry:
             "n_ctx": self.n_ctx,
             "description": self.description,
             "capabilities": self.capabilities,
+            "warnings": self.warnings,
         }
 
 
@@ -104,6 +126,7 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         source=source,
         location=str(path),
         model_type=str(text_config.get("model_type") or config.get("model_type") or ""),
+        has_tokenizer=any((path / name).is_file() for name in TOKENIZER_FILES),
         n_layers=int(loupe.get("n_layers") or _first(text_config, _LAYER_KEYS) or len(layer_list or ())),
         n_heads=int(_first(text_config, _HEAD_KEYS, 0)),
         n_iterations=int(loupe.get("n_iterations") or _first(text_config, _ITERATION_KEYS, 1)),
@@ -337,11 +360,13 @@ class ModelStore:
                 return self._loaded[model_id].capabilities
         return self.entry(model_id).capabilities
 
-    def refusal(self, model_id: str) -> Unsupported | None:
-        """Why attention cannot be captured for this model, as known now (loaded or not)."""
+    def refusal(self, model_id: str, need: str) -> Unsupported | None:
+        """Why an enforced need does not hold for this model, as known now (loaded or not)."""
         with self._store_lock:
             loaded = self._loaded.get(model_id)
-        return loaded.attention_refusal if loaded is not None else self.entry(model_id).attention_refusal
+        if need == "attention" and loaded is not None:
+            return loaded.attention_refusal
+        return self.entry(model_id).refusal(need)
 
     def revision(self, model_id: str) -> str:
         with self._store_lock:

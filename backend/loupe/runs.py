@@ -82,8 +82,9 @@ class RunService:
         spec = spec_of(analysis)
         valid = validate_params(spec, params)
         self.store.entry(model)
-        if "attention" in spec.needs and (refusal := self.store.refusal(model)) is not None:
-            raise refusal
+        for need in spec.enforced_needs:
+            if (refusal := self.store.refusal(model, need)) is not None:
+                raise refusal
         text = text if spec.takes_text else None
         if spec.takes_text:
             if not (text and text.strip()):

@@ -69,7 +69,7 @@ def test_top_heads_and_labels():
     assert top_heads(torch.tensor([0.1, 0.9, 0.5, 0.9]), 3).tolist() == [1, 3, 2]
     assert top_heads(torch.tensor([0.1, 0.2]), 5).tolist() == [1, 0]
     assert top_heads(torch.tensor([0.05, 0.9, 0.3, 0.02]), 3, min_score=0.1).tolist() == [1, 2]
-    assert top_heads(torch.tensor([0.05, 0.02]), 3, min_score=0.1).tolist() == [0]  # the best head always counts
+    assert top_heads(torch.tensor([0.05, 0.02]), 3, min_score=0.1).tolist() == []  # no retrieval heads: none pretend to be
     assert head_labels(1, 2, 2) == ["L0H0", "L0H1", "L1H0", "L1H1"]
     assert head_labels(2, 1, 1) == ["I0L0H0", "I1L0H0"]
 
@@ -211,3 +211,16 @@ def test_embedded_model_signal_separates_the_builtin_set(retrieval_model):
     assert result.answer_accuracy >= 0.9
     assert result.signals["bos_retrieval"].auroc_all_rows >= 0.85
     assert result.signals["bos_retrieval"].auroc_all_rows > result.signals["lookback"].auroc_all_rows
+
+
+def test_without_retrieval_heads_there_is_a_warning_and_no_signal(tiny_model):
+    """No head reaches min_induction: nothing pretends to be a retrieval head, nothing is flagged."""
+    params = HallucinationParams(max_new_tokens=3, min_induction=1.0)
+    result = hallucination(tiny_model, params, Inputs(text="alice red fox . bob blue owl . ? bob")).result
+    assert result.retrieval_heads == [] and result.signal is None and result.flagged is None
+    best = max(range(len(result.induction_scores)), key=lambda i: result.induction_scores[i])
+    assert result.warning and result.heads[best] in result.warning and "no retrieval heads" in result.warning
+    assert len(result.bos_all) == len(result.tokens)  # the all-heads signals are still there
+    evaluation = hallucination_eval(tiny_model, HallucinationEvalParams(n_examples=10, max_facts=3, min_induction=1.0), Inputs()).result
+    assert evaluation.warning and evaluation.retrieval_heads == []
+    assert evaluation.signals["bos_retrieval"].auroc is None and evaluation.signals["bos_all"].auroc is not None

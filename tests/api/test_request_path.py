@@ -107,7 +107,8 @@ def test_an_unexpected_exception_is_stored_naming_its_cause(client, monkeypatch)
 def test_a_model_that_cannot_load_is_stored_with_the_reason(settings, tmp_path, model_dir):
     broken = tmp_path / "dirs" / "broken"
     broken.mkdir(parents=True)
-    (broken / "config.json").write_text((model_dir / "gpt2tiny" / "config.json").read_text())  # no weights
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):  # no weights
+        (broken / name).write_text((model_dir / "gpt2tiny" / name).read_text())
     with TestClient(create_app(settings.model_copy(update={"model_dirs": [tmp_path / "dirs"]}))) as client:
         body = _assert_error(client.post("/api/analyses", json={**ATTENTION, "model": "local/broken"}), 503, "model_unavailable")
         assert "local/broken" in body["error"] and ":" in body["error"].split("loaded:")[1]

@@ -52,3 +52,30 @@ def test_a_hybrid_stack_is_refused_naming_its_layers(odd_client):
     again = odd_client.post("/api/analyses", json={**request, "text": "Another text."})
     _refused(again, "hybrid_stack")
     assert odd_client.app.state.runs.jobs.computed == 1  # once loaded, refused before any job
+
+
+@pytest.fixture
+def no_tokenizer_client(tmp_path, model_dir):
+    """The tiny GPT-2's folder without its tokenizer files: config and weights only."""
+    import shutil
+
+    folder = tmp_path / "dirs" / "notok"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        if (model_dir / "gpt2tiny" / name).exists():
+            shutil.copy(model_dir / "gpt2tiny" / name, folder / name)
+    settings = Settings(data_dir=tmp_path / "data", model_dirs=[tmp_path / "dirs"], zoo_dir=tmp_path / "zoo", sync_wait_s=30)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_a_folder_without_a_tokenizer_is_listed_with_a_warning_and_text_is_refused(no_tokenizer_client):
+    (model,) = no_tokenizer_client.get("/api/models").json()
+    assert model["id"] == "local/notok" and "tokenizer" not in model["capabilities"]
+    assert model["warnings"] and "No tokenizer files" in model["warnings"][0]
+    for analysis in ("attention", "logit_lens", "head_ablation"):
+        request = {"analysis": analysis, "model": "local/notok", "text": "The cat sat."}
+        assert "no tokenizer files" in _refused(no_tokenizer_client.post("/api/analyses", json=request), "no_tokenizer")
+    assert no_tokenizer_client.app.state.runs.jobs.computed == 0
+    types = {t["name"]: t for t in no_tokenizer_client.get("/api/analysis_types").json()}
+    assert "tokenizer" in types["attention"]["needs"] and "tokenizer" not in types["head_scores"]["needs"]

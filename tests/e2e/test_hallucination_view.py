@@ -15,6 +15,7 @@ def test_generated_tokens_signal_chart_heatmap_and_permalink(new_page, loupe_url
     page.fill("#prompt", "The cat <b>sat</b> on the mat & the")
     page.fill("#hal-max-new", "5")
     page.fill("#hal-threshold", "0.1")
+    page.fill("#hal-min-induction", "0")  # the random tiny model has no head over the default bar
     page.click("#run-hallucination")
     page.wait_for_selector("#view-hallucination:not([hidden]) .hal-token")
     state = url_state(page.url)
@@ -36,6 +37,22 @@ def test_generated_tokens_signal_chart_heatmap_and_permalink(new_page, loupe_url
     fresh.wait_for_selector("#view-hallucination:not([hidden]) .hal-token")
     assert fresh.input_value("#prompt") == "The cat <b>sat</b> on the mat & the" and fresh.input_value("#hal-max-new") == "5"
     assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert fresh.locator("[data-testid=hal-warning]").is_hidden()
+
+
+def test_without_retrieval_heads_the_view_warns_and_shades_nothing(new_page, loupe_url):
+    page = open_page(new_page)
+    page.fill("#prompt", "The cat sat on the mat and the")
+    page.fill("#hal-min-induction", "1")  # no head reaches it
+    page.click("#run-hallucination")
+    page.wait_for_selector("#view-hallucination:not([hidden]) .hal-token")
+    result = api(loupe_url, f"/api/analyses/{url_state(page.url)['analysis']}")["result"]
+    warning = page.locator("[data-testid=hal-warning]")
+    assert warning.is_visible() and warning.text_content() == result["warning"] and "no retrieval heads" in result["warning"]
+    assert page.locator("[data-testid=hal-text] .hal-token.flagged").count() == 0
+    assert page.evaluate("[...document.querySelectorAll('.hal-token')].every((chip) => chip.style.background === '')")
+    names = page.evaluate("document.getElementById('hal-signal').data.map((trace) => trace.name)")
+    assert not any("retrieval" in name or name == "flagged" for name in names)
 
 
 def test_evaluation_of_an_uploaded_jsonl_shows_roc_curves_and_rows(new_page, loupe_url, tmp_path):
@@ -44,6 +61,7 @@ def test_evaluation_of_an_uploaded_jsonl_shows_roc_curves_and_rows(new_page, lou
     upload.write_text("\n".join(json.dumps(row) for row in rows))
     page = open_page(new_page)
     page.set_input_files("#eval-file", str(upload))
+    page.fill("#eval-min-induction", "0")  # the random tiny model has no head over the default bar
     wait_js(page, "document.getElementById('eval-file-info').textContent.startsWith('10 rows')")
     page.click("#run-hallucination-eval")
     page.wait_for_selector("#view-hallucination-eval:not([hidden]) table.hal-rows")

@@ -51,11 +51,12 @@ class Hallucination(BaseModel):
     heads: list[str] = Field(description="Head labels, `L{layer}H{head}` (`I{iteration}L{layer}H{head}` when looped)")
     induction_scores: list[float]  # per head, in `heads` order
     retrieval_heads: list[int]  # indices into `heads`, best first
+    warning: str | None = Field(None, description="Set when no head qualifies as a retrieval head: then no signal")
     # per generated token
-    signal: list[float]
+    signal: list[float] | None = Field(description="None when there are no retrieval heads (see `warning`)")
     bos_all: list[float]
     lookback_ratio: list[float]
-    flagged: list[bool]
+    flagged: list[bool] | None
     # [token][head] in `heads` order
     bos_by_head: list[list[float]]
     lookback_by_head: list[list[float]]
@@ -92,20 +93,31 @@ def induction_by_head(model: LoadedModel, inputs: Inputs) -> torch.Tensor:
 
 def top_heads(induction: torch.Tensor, k: int, min_score: float = 0.0) -> torch.Tensor:
     """Indices of the (at most) k highest-scoring heads scoring at least min_score, best first
-    (ties: lower index first); the best head counts whatever its score."""
+    (ties: lower index first); empty when no head reaches min_score."""
     order = sorted(range(len(induction)), key=lambda i: (-float(induction[i]), i))
-    kept = [i for i in order[:k] if float(induction[i]) >= min_score]
-    return torch.tensor(kept or order[:1])
+    return torch.tensor([i for i in order[:k] if float(induction[i]) >= min_score], dtype=torch.long)
 
 
-def token_signals(generation: Generation, heads: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per generated token: BOS attention on `heads` (flat indices) and on all heads, and the
-    all-heads lookback ratio, each [new]; plus per-head BOS and lookback, each [new, heads]."""
+def no_retrieval_heads(induction: torch.Tensor, labels: list[str], min_score: float) -> str:
+    """Why there is no retrieval-head signal: the best head's induction score is under the bar."""
+    best = int(induction.argmax())
+    return (
+        f"No head has an induction score of at least {min_score:g} (the best, {labels[best]}, scores "
+        f"{float(induction[best]):.3f}): this model has no retrieval heads by that bar, so there is no "
+        "retrieval-head signal and nothing is flagged. The all-heads BOS attention and the lookback ratio "
+        "are shown; lower min_induction to choose heads by hand."
+    )
+
+
+def token_signals(generation: Generation, heads: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """Per generated token: BOS attention on `heads` (flat indices; None when there are none) and
+    on all heads, and the all-heads lookback ratio, each [new]; plus per-head BOS and lookback,
+    each [new, heads]."""
     n_new = generation.bos.shape[0]
     bos = generation.bos.reshape(n_new, -1)  # [new, iteration * layer * head]
     lookback = lookback_ratio(generation).reshape(n_new, -1)  # [new, iteration * layer * head]
     return {
-        "signal": bos[:, heads].mean(-1),
+        "signal": bos[:, heads].mean(-1) if len(heads) else None,
         "bos_all": bos.mean(-1),
         "lookback_ratio": lookback.mean(-1),
         "bos_by_head": bos,
@@ -113,7 +125,7 @@ def token_signals(generation: Generation, heads: torch.Tensor) -> dict[str, torc
     }
 
 
-@register("hallucination", version=1, params=HallucinationParams, needs=("text", "generating_lm", "attention"))
+@register("hallucination", version=2, params=HallucinationParams, needs=("text", "generating_lm", "attention"))
 def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Inputs) -> AnalysisOutput:
     """Generates from the text (the prompt: context and question) with the KV cache and reports, for
     every generated token, the retrieval heads' attention to BOS (the signal; heads chosen by
@@ -135,6 +147,8 @@ def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Input
     )
     signals = token_signals(generation, heads)
     n_iterations, n_layers, n_heads = generation.bos.shape[1:]
+    labels = head_labels(n_iterations, n_layers, n_heads)
+    signal = signals["signal"]
     result = Hallucination(
         params=params,
         formulas=SIGNAL_FORMULAS,
@@ -145,13 +159,14 @@ def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Input
         n_iterations=n_iterations,
         n_layers=n_layers,
         n_heads=n_heads,
-        heads=head_labels(n_iterations, n_layers, n_heads),
+        heads=labels,
         induction_scores=rounded(induction),
         retrieval_heads=heads.tolist(),
-        signal=rounded(signals["signal"]),
+        warning=None if signal is not None else no_retrieval_heads(induction, labels, params.min_induction),
+        signal=None if signal is None else rounded(signal),
         bos_all=rounded(signals["bos_all"]),
         lookback_ratio=rounded(signals["lookback_ratio"]),
-        flagged=(signals["signal"] >= params.threshold).tolist(),
+        flagged=None if signal is None else (signal >= params.threshold).tolist(),
         bos_by_head=rounded(signals["bos_by_head"]),
         lookback_by_head=rounded(signals["lookback_by_head"]),
     )

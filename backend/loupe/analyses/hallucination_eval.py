@@ -18,7 +18,7 @@ from ..facts import ANIMALS, MAX_FACTS, MIN_FACTS, builtin_rows
 from ..generation import generate_with_attention
 from ..model_store import LoadedModel
 from .datasets import json_line
-from .hallucination import head_labels, induction_by_head, token_signals, top_heads
+from .hallucination import head_labels, induction_by_head, no_retrieval_heads, token_signals, top_heads
 from .registry import MAX_SEED, AnalysisOutput, Inputs, register
 from .roc import auroc, best_threshold, has_both_classes, roc_curve
 
@@ -152,6 +152,7 @@ class HallucinationEval(BaseModel):
     answer_accuracy: float | None = Field(description="Grounded rows with a reference: share whose answer contains it")
     heads: list[str]
     retrieval_heads: list[int]
+    warning: str | None = Field(None, description="Set when no head qualifies as a retrieval head: that signal has no score")
     signals: dict[str, SignalScore]
     note: str | None = None
     examples: list[ExampleRow] = Field(description=f"The first {PREVIEW_ROWS} rows, contexts cut to {PREVIEW_CHARS} characters")
@@ -208,7 +209,7 @@ def _score(description: str, scores: np.ndarray | None, labels: np.ndarray, test
     )
 
 
-@register("hallucination_eval", version=1, params=HallucinationEvalParams, needs=("labelled_data", "generating_lm", "attention"))
+@register("hallucination_eval", version=2, params=HallucinationEvalParams, needs=("labelled_data", "generating_lm", "attention"))
 def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inputs: Inputs) -> AnalysisOutput:
     """Answers every labelled row (the built-in key-value set: questions about present names are
     grounded, about absent names made up; or JSONL rows) greedily with the KV cache, averages each
@@ -237,7 +238,8 @@ def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inpu
             model, prompt_ids, params.max_new_tokens, stop_ids=() if eos is None else (eos,)
         )
         signals = token_signals(generation, heads)
-        per_row.append([signals["signal"].mean(), signals["bos_all"].mean(), 1 - signals["lookback_ratio"].mean()])
+        retrieval = float("nan") if signals["signal"] is None else signals["signal"].mean()
+        per_row.append([retrieval, signals["bos_all"].mean(), 1 - signals["lookback_ratio"].mean()])
         features.append(torch.cat([signals["bos_by_head"].mean(0), signals["lookback_by_head"].mean(0)]))
         answers.append(model.tokenizer.decode(generation.new_ids.tolist()))
     inputs.progress("scoring", 0.95)
@@ -249,7 +251,7 @@ def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inpu
     unsupervised = np.array([[float(v) for v in values] for values in per_row])  # [n, 3]
     detector = detector_scores(torch.stack(features).numpy(), labels, train)
     scores = {
-        "bos_retrieval": unsupervised[:, 0],
+        "bos_retrieval": unsupervised[:, 0] if len(heads) else None,  # no retrieval heads: no such signal
         "bos_all": unsupervised[:, 1],
         "lookback": unsupervised[:, 2],
         "detector": detector,
@@ -262,6 +264,8 @@ def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inpu
     elif detector is None:
         note = "The train split holds one class only; the detector was not trained."
     n_layers, n_heads = model.n_layers, model.n_heads
+    labels_of_heads = head_labels(len(induction) // (n_layers * n_heads), n_layers, n_heads)
+    warning = None if len(heads) else no_retrieval_heads(induction, labels_of_heads, params.min_induction)
     examples = [
         ExampleRow(
             context=row.context[:PREVIEW_CHARS],
@@ -284,8 +288,9 @@ def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inpu
         n_layers=n_layers,
         n_heads=n_heads,
         answer_accuracy=round(float(np.mean(grounded_with_reference)), 4) if grounded_with_reference else None,
-        heads=head_labels(len(induction) // (n_layers * n_heads), n_layers, n_heads),
+        heads=labels_of_heads,
         retrieval_heads=heads.tolist(),
+        warning=warning,
         signals=signals,
         note=note,
         examples=examples,

@@ -39,7 +39,11 @@ class AnalysisOutput:
 # captures exactly), `loop` (a natively looped model), `generating_lm` (a language model whose
 # generations mean something).
 INPUT_NEEDS = ("text", "labelled_data")
-MODEL_NEEDS = ("attention", "loop", "generating_lm")
+MODEL_NEEDS = ("attention", "tokenizer", "loop", "generating_lm")
+# The model needs the server enforces, refusing with a 422 before computing: without them the
+# analysis cannot be computed exactly. (`loop` and `generating_lm` only say where a view means
+# something; the page shows the card where they hold.)
+ENFORCED_NEEDS = ("attention", "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,10 @@ class AnalysisSpec:
     def takes_loop(self) -> bool:
         """Whether the params take a `loop` (a loop count, or a retrofit loop of a plain model)."""
         return "loop" in self.params.model_fields
+
+    @property
+    def enforced_needs(self) -> tuple[str, ...]:
+        return tuple(need for need in self.needs if need in ENFORCED_NEEDS)
 
     def applies_to(self, capabilities: tuple[str, ...] | list[str]) -> bool:
         """Whether a model with these capabilities has everything this analysis needs."""
@@ -110,8 +118,10 @@ def register(
         unknown = set(needs) - set(INPUT_NEEDS + MODEL_NEEDS)
         if unknown:
             raise ValueError(f"analysis {name!r} needs unknown {sorted(unknown)}")
+        reads_text = any(need in INPUT_NEEDS for need in needs)  # text or rows of text: the tokenizer reads them
+        declared = tuple(needs) + (("tokenizer",) if reads_text and "tokenizer" not in needs else ())
         description = " ".join((fn.__doc__ or "").split())
-        REGISTRY[name] = AnalysisSpec(name, version, params, fn, tuple(needs), stores_patterns, description)
+        REGISTRY[name] = AnalysisSpec(name, version, params, fn, declared, stores_patterns, description)
         return fn
 
     return decorate

@@ -20,6 +20,7 @@ export const card = {
     { name: "max_new_tokens", id: "hal-max-new", label: "New tokens", type: "number", min: 1, max: 256, default: 3 },
     { name: "threshold", id: "hal-threshold", label: "Threshold", type: "number", min: 0, max: 1, step: 0.05, default: 0.5 },
     { name: "top_k", id: "hal-top-k", label: "Top-k heads", type: "number", min: 1, max: 256, default: 4 },
+    { name: "min_induction", id: "hal-min-induction", label: "Min induction", type: "number", min: 0, max: 1, step: 0.05, default: 0.1 },
   ],
 };
 
@@ -31,6 +32,7 @@ export const usesIteration = false;
 export const view = `
   <div class="card">
     <div class="card-head"><h2>Generated text</h2><span class="hint">hover a token: its signal and the heads most on BOS</span></div>
+    <p class="warning" data-role="hal-warning" data-testid="hal-warning" role="status" hidden></p>
     <div class="hal-text" data-role="hal-text" data-testid="hal-text"></div>
     <p class="hint" data-role="hal-summary" data-testid="hal-summary"></p>
   </div>
@@ -71,8 +73,11 @@ export function topHeads(result, index, count = TOP_HEADS) {
 
 function tokenTitle(result, index) {
   const heads = topHeads(result, index).map(({ head, value }) => `${head} ${value.toFixed(3)}`).join(", ");
+  const signal = result.signal
+    ? `signal ${result.signal[index].toFixed(3)}${result.flagged[index] ? " (flagged)" : ""}`
+    : "no signal (no retrieval heads)";
   return [
-    `token ${index}: signal ${result.signal[index].toFixed(3)}${result.flagged[index] ? " (flagged)" : ""}`,
+    `token ${index}: ${signal}`,
     `all-heads BOS ${result.bos_all[index].toFixed(3)} · lookback ${result.lookback_ratio[index].toFixed(3)}`,
     `most on BOS: ${heads}`,
   ].join("\n");
@@ -84,9 +89,9 @@ function renderText(el, result) {
   prompt.textContent = result.prompt_tokens.slice(1).join(""); // BOS left out
   const generated = result.tokens.map((token, index) => {
     const chip = document.createElement("span");
-    chip.className = "hal-token" + (result.flagged[index] ? " flagged" : "");
+    chip.className = "hal-token" + (result.flagged?.[index] ? " flagged" : "");
     chip.textContent = displayToken(token); // user data: text, never HTML
-    chip.style.background = shade(result.signal[index]);
+    if (result.signal) chip.style.background = shade(result.signal[index]); // no signal: no shade
     chip.title = tokenTitle(result, index);
     chip.dataset.index = index;
     return chip;
@@ -95,6 +100,7 @@ function renderText(el, result) {
 }
 
 function summary(result) {
+  if (!result.signal) return `${result.tokens.length} generated tokens; no retrieval heads, so none is flagged.`;
   const retrieval = result.retrieval_heads.map((i) => `${result.heads[i]} (${result.induction_scores[i].toFixed(2)})`);
   const flagged = result.flagged.filter(Boolean).length;
   return `${result.tokens.length} generated tokens, ${flagged} flagged at signal ≥ ${result.params.threshold}. ` +
@@ -107,17 +113,16 @@ function signalChart(el, result, chart) {
     name, x, y, mode: "lines+markers", line: { color, width: 2, dash },
     hovertemplate: `%{x}: ${name} %{y:.3f}<extra></extra>`,
   });
-  const flaggedIndex = result.flagged.map((f, i) => (f ? i : -1)).filter((i) => i >= 0);
-  const traces = [
-    line("signal (retrieval heads' BOS)", result.signal, COLORS.red),
-    line("all heads' BOS", result.bos_all, COLORS.blue, "dot"),
-    line("lookback ratio", result.lookback_ratio, COLORS.green, "dash"),
-    {
+  const traces = [line("all heads' BOS", result.bos_all, COLORS.blue, "dot"), line("lookback ratio", result.lookback_ratio, COLORS.green, "dash")];
+  if (result.signal) { // only where there are retrieval heads (else the result's warning says why)
+    const flaggedIndex = result.flagged.map((f, i) => (f ? i : -1)).filter((i) => i >= 0);
+    traces.unshift(line("signal (retrieval heads' BOS)", result.signal, COLORS.red));
+    traces.push({
       name: "flagged", x: flaggedIndex.map((i) => x[i]), y: flaggedIndex.map((i) => result.signal[i]),
       mode: "markers", marker: { color: COLORS.red, size: 11, symbol: "circle-open", line: { width: 2 } },
       hoverinfo: "skip",
-    },
-  ];
+    });
+  }
   const threshold = result.params.threshold;
   const layout = {
     margin: { l: 48, r: 16, t: 8, b: 64 },
@@ -151,6 +156,9 @@ function headHeatmap(el, result, chart) {
 
 /** Fill the hallucination view `el`. */
 export function render(el, result, { chart } = {}) {
+  const warning = el.querySelector("[data-role=hal-warning]");
+  warning.hidden = !result.warning;
+  warning.textContent = result.warning ?? "";
   renderText(el.querySelector("[data-role=hal-text]"), result);
   el.querySelector("[data-role=hal-summary]").textContent = summary(result);
   el.querySelector("[data-role=hal-formula]").textContent = result.formulas.signal;

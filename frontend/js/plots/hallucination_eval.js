@@ -25,6 +25,7 @@ export const card = {
     { name: "n_examples", id: "eval-n", label: "Rows", type: "number", min: 10, max: 2000, default: 200 },
     { name: "seed", id: "eval-seed", label: "Seed", type: "number", min: 0, default: 0 },
     { name: "top_k", id: "eval-top-k", label: "Top-k heads", type: "number", min: 1, max: 256, default: 4 },
+    { name: "min_induction", id: "eval-min-induction", label: "Min induction", type: "number", min: 0, max: 1, step: 0.05, default: 0.1 },
   ],
   /** The JSONL choice: its text goes in the params as it is (line-numbered errors come back as 422). */
   build(form) {
@@ -60,6 +61,7 @@ export const usesIteration = false;
 export const view = `
   <div class="card">
     <div class="card-head"><h2>ROC of each signal</h2></div>
+    <p class="warning" data-role="eval-warning" data-testid="eval-warning" role="status" hidden></p>
     <p class="hint" data-role="eval-summary" data-testid="eval-summary"></p>
     <div id="eval-roc" data-testid="eval-roc" class="plot"></div>
   </div>
@@ -83,7 +85,7 @@ export function restore(form, analysis) {
 
 function summary(result) {
   const accuracy = result.answer_accuracy === null ? "" : ` Grounded answers correct: ${(100 * result.answer_accuracy).toFixed(1)}%.`;
-  const heads = result.retrieval_heads.map((i) => result.heads[i]).join(", ");
+  const heads = result.retrieval_heads.map((i) => result.heads[i]).join(", ") || "none";
   return `${result.n_examples} rows, ${result.n_made_up} made up; AUROC on the ${result.n_test} held-out rows ` +
     `(the detector trained on ${result.n_train}).${accuracy} Retrieval heads: ${heads}.` + (result.note ? ` ${result.note}` : "");
 }
@@ -151,6 +153,9 @@ function rowsTable(el, result) {
 
 /** Fill the hallucination_eval view `el`. */
 export function render(el, result, { chart } = {}) {
+  const warning = el.querySelector("[data-role=eval-warning]");
+  warning.hidden = !result.warning;
+  warning.textContent = result.warning ?? "";
   el.querySelector("[data-role=eval-summary]").textContent = summary(result);
   rocChart(el.querySelector("#eval-roc"), result, chart);
   rowsTable(el.querySelector("[data-role=eval-rows]"), result);

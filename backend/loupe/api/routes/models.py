@@ -17,6 +17,7 @@ class ModelInfo(BaseModel):
     n_ctx: int
     description: str
     capabilities: list[str]
+    warnings: list[str] = []
     default: bool = False
 
 
