@@ -45,6 +45,8 @@ function describeModel() {
   $("model-info").textContent = model
     ? `${model.n_layers} layers × ${model.n_heads} heads · context ${model.n_ctx}${loops}. ${model.description}`
     : "No model available: add one to LOUPE_MODEL_DIRS.";
+  $("model-warning").hidden = !model?.warnings?.length;
+  $("model-warning").textContent = (model?.warnings ?? []).join(" ");
   showCards();
 }
 

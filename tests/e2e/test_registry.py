@@ -64,6 +64,35 @@ def test_prompt_and_loop_cards_hide_when_no_shown_card_takes_them(new_page, loup
     assert page.locator("#prompt-card").is_visible() and page.locator("#loop-card").is_visible()
 
 
+def test_a_model_without_a_tokenizer_or_attention_warns_and_hides_what_it_cannot_do(new_page, loupe_url):
+    """The served model list rewritten: the default model loses `tokenizer` and `attention` and
+    carries a warning. The warning shows, and only cards needing neither remain (probes need the
+    tokenizer and a loop: none here)."""
+    page = new_page()
+    warning = "No tokenizer files (tokenizer.json, …) in its folder: analyses of a text are refused."
+
+    def rewrite(route):
+        models = route.fetch().json()
+        for model in models:
+            if model["id"] == MODEL:
+                model["capabilities"] = [c for c in model["capabilities"] if c not in ("tokenizer", "attention")]
+                model["warnings"] = [warning]
+        route.fulfill(json=models)
+
+    page.route(f"{loupe_url}/api/models", rewrite)
+    page.goto("/")
+    page.wait_for_selector(f"#model-select option[value='{MODEL}']", state="attached")
+    wait_js(page, "!document.getElementById('model-warning').hidden")
+    assert page.locator("[data-testid=model-warning]").text_content() == warning
+    types = api(loupe_url, "/api/analysis_types")
+    for analysis in types:
+        needs = set(analysis["needs"]) - INPUT_NEEDS
+        assert card_shown(page, analysis["name"]) == (not needs & {"tokenizer", "attention", "loop"}), analysis["name"]
+    assert not page.locator("#prompt-card").is_visible()
+    page.select_option("#model-select", INDUCTION)  # a model with both: no warning
+    assert page.locator("[data-testid=model-warning]").is_hidden()
+
+
 def test_iteration_slider_only_on_views_that_use_it(new_page):
     page = open_page(new_page)
     page.select_option("#model-select", ADDER)
