@@ -17,7 +17,7 @@ def attention_capture(bench: Bench) -> list[Row]:
 
     model = bench.loupe_model
     spec = REGISTRY["attention"]
-    names = model.pattern_hook_names()
+    names = list(model.pattern_hook_names().values())
     rows = []
     for index, n_tokens in enumerate(bench.lengths):
         text = bench.text(n_tokens)

@@ -61,15 +61,15 @@ def test_the_bridge_is_restored_after_recording_even_on_error(tiny_model):
     tokens = tiny_model.tokenize(TEXT, 64)
     with tiny_model.lock:
         with torch.inference_mode():
-            _, cache = tiny_model.bridge.run_with_cache(tokens, names_filter=tiny_model.pattern_hook_names())
+            _, cache = tiny_model.bridge.run_with_cache(tokens, names_filter=list(tiny_model.pattern_hook_names().values()))
         with pytest.raises(RuntimeError, match="boom"), recording_attention(tiny_model, lambda *args: None) as recorder:
             recorder.forward(tokens)
             raise RuntimeError("boom")
         with torch.inference_mode():
-            _, again = tiny_model.bridge.run_with_cache(tokens, names_filter=tiny_model.pattern_hook_names())
+            _, again = tiny_model.bridge.run_with_cache(tokens, names_filter=list(tiny_model.pattern_hook_names().values()))
     assert [(name, type(module)) for name, module in hf.named_modules()] == before
     assert hf.config._attn_implementation == "eager"
-    for name in tiny_model.pattern_hook_names():  # the bridge's own hooks fire and agree as before
+    for name in tiny_model.pattern_hook_names().values():  # the bridge's own hooks fire and agree as before
         assert torch.equal(cache[name], again[name])
 
 

@@ -72,7 +72,7 @@ def test_stops_after_a_stop_token_and_removes_its_hooks(tiny_model):
     first = int(_generate(tiny_model, max_new_tokens=1).new_ids[0])
     generation = _generate(tiny_model, max_new_tokens=8, stop_ids=(first,))
     assert generation.new_ids.tolist() == [first] and generation.bos.shape[0] == 1
-    for name in tiny_model.pattern_hook_names():
+    for name in tiny_model.pattern_hook_names().values():
         assert not tiny_model.bridge.hook_dict[name].fwd_hooks
 
 

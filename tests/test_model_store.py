@@ -29,7 +29,7 @@ def test_zoo_ids_are_folder_names(model_dir, tmp_path):
 
 def test_loads_through_transformer_bridge(tiny_model):
     assert type(tiny_model.bridge).__name__ == "TransformerBridge"
-    assert tiny_model.pattern_hook_names() == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
+    assert tiny_model.pattern_hook_names() == {0: "blocks.0.attn.hook_pattern", 1: "blocks.1.attn.hook_pattern"}
 
 
 def test_only_listed_ids_load(model_dir, tmp_path):

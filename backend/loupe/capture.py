@@ -159,7 +159,7 @@ def runs_natively(model: LoadedModel) -> bool:
     whose HF classes call attention through the AttentionInterface."""
     hf = model.bridge.original_model
     return model.entry.model_type in NATIVE_MODEL_TYPES and bool(getattr(hf, "_supports_attention_backend", False)) and all(
-        getattr(block.attn, "original_component", None) is not None for block in model.bridge.blocks
+        getattr(model.bridge.blocks[layer].attn, "original_component", None) is not None for layer in model.attention_layers
     )
 
 
@@ -190,7 +190,8 @@ def _unwrapped(hf: torch.nn.Module) -> Iterator[None]:
 
 @contextmanager
 def _attention_implementation(hf: torch.nn.Module, name: str) -> Iterator[None]:
-    configs = {id(module.config): module.config for module in hf.modules() if hasattr(module, "config")}
+    # HF configs only: a TransformerLens component left in the tree may hold the bridge's own config
+    configs = {id(module.config): module.config for module in hf.modules() if hasattr(getattr(module, "config", None), "_attn_implementation")}
     saved = {key: config._attn_implementation for key, config in configs.items()}
     try:
         for config in configs.values():
@@ -212,7 +213,7 @@ class AttentionRecorder:
         self.model = model
         self.native = native
         self.recording = _Recording(
-            {id(block.attn.original_component): layer for layer, block in enumerate(model.bridge.blocks)},
+            {id(model.bridge.blocks[layer].attn.original_component): layer for layer in model.attention_layers},
             on_pattern,
             [0] * model.n_layers,
         )
@@ -274,14 +275,14 @@ def recording_attention(
 
             return record
 
-        names = model.pattern_hook_names()
-        if missing := [name for name in names if name not in model.bridge.hook_dict]:
+        names = model.pattern_hook_names()  # layer -> hook, attention layers only
+        if missing := [name for name in names.values() if name not in model.bridge.hook_dict]:
             raise Unsupported(
                 f"{model.entry.model_type or model.id}'s attention is not among those Loupe's own capture is "
                 f"verified on, and TransformerLens exposes no pattern hook for it ({missing[0]}).",
                 code="unsupported_attention",
             )
-        hooks = [(name, hook(layer)) for layer, name in enumerate(names)]
+        hooks = [(name, hook(layer)) for layer, name in names.items()]
         with model.bridge.hooks(fwd_hooks=hooks), looping(model, loop):
             yield recorder
 
@@ -296,7 +297,7 @@ def summarize_and_store(
     per-head summaries `summarize(probs)` of probs [batch, head, query_pos, key_pos] (each
     [head]) and the first sequence's patterns in stored form. Returns (name -> [iteration,
     layer, head], the PatternStore). What `attention` and `head_scores` are made of."""
-    patterns = PatternStore()
+    patterns = PatternStore(model.n_layers)
     summaries: dict[tuple[int, int], dict[str, list[float]]] = {}
 
     def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:

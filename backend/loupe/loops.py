@@ -93,21 +93,43 @@ def run_recording(
 def iterations_of(counts: Sequence[int]) -> int:
     """The iteration count of a pass from how often each layer's hook fired: layers in a loop
     fire K times; in a retrofit loop the layers outside it fire once (their single firing is the
-    same activation at every iteration). Any other unevenness is an error."""
-    n_iterations = max(counts, default=0)
-    if n_iterations == 0 or any(count not in (1, n_iterations) for count in counts):
+    same activation at every iteration); a layer without attention in a hybrid stack never fires
+    an attention hook. Any other unevenness is an error."""
+    fired = [count for count in counts if count]
+    n_iterations = max(fired, default=0)
+    if n_iterations == 0 or any(count not in (1, n_iterations) for count in fired):
         raise RuntimeError(f"hooks fired unevenly across layers: {sorted(set(counts))}")
     return n_iterations
 
 
-def by_iteration(kept: Mapping[tuple[int, int], T], n_layers: int) -> list[list[T]]:
+def nan_like(value: Any) -> Any:
+    """`value`'s shape filled with NaN (tensors, nested lists, mappings): what a layer that holds no
+    attention (a state-space or convolution layer of a hybrid stack) shows where attention layers
+    show a number. JSON turns it into null (registry.rounded)."""
+    if isinstance(value, torch.Tensor):
+        return torch.full_like(value, float("nan"))
+    if isinstance(value, Mapping):
+        return {key: nan_like(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_like(item) for item in value]
+    return float("nan")
+
+
+def by_iteration(
+    kept: Mapping[tuple[int, int], T], n_layers: int, missing: Callable[[T], Any] = nan_like
+) -> list[list[T]]:
     """[iteration][layer] from values kept per (iteration, layer) firing; a layer that fired once
-    in a multi-iteration pass contributes its one value at every iteration."""
+    in a multi-iteration pass contributes its one value at every iteration, and a layer that never
+    fired (no attention) `missing(an example value)`."""
     counts = [0] * n_layers
     for _, layer in kept:
         counts[layer] += 1
     n_iterations = iterations_of(counts)
-    return [[kept[iteration if counts[layer] > 1 else 0, layer] for layer in range(n_layers)] for iteration in range(n_iterations)]
+    example = next(iter(kept.values()))
+    return [
+        [kept[iteration if counts[layer] > 1 else 0, layer] if counts[layer] else missing(example) for layer in range(n_layers)]
+        for iteration in range(n_iterations)
+    ]
 
 
 def stack_by_iteration(kept: Mapping[tuple[int, int], Mapping[str, Any]], n_layers: int) -> dict[str, torch.Tensor]:

@@ -210,7 +210,8 @@ class LoadedModel:
 
     @cached_property
     def attention_layers(self) -> list[int]:
-        """The layers whose block has softmax attention that Loupe captures."""
+        """The layers whose block has softmax attention that Loupe captures: every layer, except in
+        a hybrid stack, whose state-space or convolution layers show null."""
         return [layer for layer, block in enumerate(getattr(self.bridge, "blocks", [])) if hasattr(block, "attn")]
 
     @cached_property
@@ -225,19 +226,17 @@ class LoadedModel:
                 "layer x head views cannot show yet; the logit lens reads its residual stream.",
                 code="unsupported_architecture",
             )
+        if incomplete := _incomplete_components(self.bridge):
+            return Unsupported(
+                f"TransformerLens' bridge for {kind} is incomplete: {incomplete[0]} has no module behind it, so "
+                "the model cannot run through it.",
+                code="unsupported_architecture",
+            )
         if not self.attention_layers:
             return Unsupported(
                 f"{kind} has attention ({self.entry.n_heads} heads), but TransformerLens' bridge exposes none of its "
                 "layers' attention as a component Loupe can capture; the logit lens and probes read its residual stream.",
                 code="unsupported_architecture",
-            )
-        if len(self.attention_layers) < len(self.bridge.blocks):
-            others = [layer for layer in range(len(self.bridge.blocks)) if layer not in self.attention_layers]
-            return Unsupported(
-                f"{kind} is a hybrid stack: layers {others} hold no softmax attention (state-space, linear or "
-                f"convolutional mixers) and only {self.attention_layers} do. Loupe's attention views need every "
-                "layer to attend; the logit lens and probes read its residual stream.",
-                code="hybrid_stack",
             )
         return None
 
@@ -285,8 +284,20 @@ class LoadedModel:
         is " upon"); a token holding only part of a UTF-8 character shows as its bytes (`\\xe2`)."""
         return token_texts(self.tokenizer, self.token_kind, [int(t) for t in tokens])
 
-    def pattern_hook_names(self) -> list[str]:
-        return [f"blocks.{layer}.attn.hook_pattern" for layer in range(self.n_layers)]
+    def pattern_hook_names(self) -> dict[int, str]:
+        """layer -> the bridge's pattern hook, for every layer with attention."""
+        return {layer: f"blocks.{layer}.attn.hook_pattern" for layer in self.attention_layers}
+
+
+def _incomplete_components(bridge: Any) -> list[str]:
+    """Names of the bridge's components that wrap no HF module (their forward raises)."""
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    return [
+        name
+        for name, module in bridge.named_modules()
+        if isinstance(module, GeneralizedComponent) and module._modules.get("_original_component") is None
+    ]
 
 
 def boot(entry: ModelEntry, settings: Settings) -> Any:

@@ -136,6 +136,12 @@ class RunService:
         for what, (value, size) in sizes.items():
             if not 0 <= value < size:
                 raise InvalidInput(f"{what} must be in 0..{size - 1}, got {value}.")
+        attending = row.result.get("attention_layers")
+        if name == "pattern" and attending is not None and layer not in attending:
+            raise NoPatterns(
+                f"Layer {layer} of {row.model} has no attention (a state-space, linear or convolution layer of a "
+                f"hybrid stack); the layers with attention are {attending}."
+            )
         blob = self.cache.blob(key, name, iteration, layer, head)
         if blob is None:
             raise NoPatterns(f"Analysis {key} stores no {name} at iteration {iteration}.")

@@ -43,15 +43,34 @@ def test_an_attention_free_model_is_refused_up_front_and_lists_no_attention(odd_
     assert lens.status_code == 200 and lens.json()["status"] == "done"
 
 
-def test_a_hybrid_stack_is_refused_naming_its_layers(odd_client):
-    request = {"analysis": "attention", "model": "local/jamba", "text": "The cat sat."}
-    message = _refused(odd_client.post("/api/analyses", json=request), "hybrid_stack")  # found when it loads
-    assert "layers [0]" in message and "[1]" in message
+def test_a_hybrid_stack_shows_its_attention_layers_under_their_real_index(odd_client):
+    """Jamba's layer 0 is a Mamba layer, layer 1 attends: every analysis runs, layer 0 is null,
+    its slice is a 404 that says why (the matrix checks layer 1's patterns against HF eager)."""
+    attention = odd_client.post("/api/analyses", json={"analysis": "attention", "model": "local/jamba", "text": "The cat sat on the mat."})
+    assert attention.status_code == 200, attention.text
+    result = attention.json()["result"]
+    assert result["n_layers"] == 2 and result["attention_layers"] == [1]
+    for stat in result["head_stats"].values():
+        assert stat[0][0] == [None] * result["n_heads"] and None not in stat[0][1]
+    analysis_id = attention.json()["id"]
+    pattern = odd_client.get(f"/api/analyses/{analysis_id}/attention", params={"layer": 1, "head": 2}).json()["pattern"]
+    assert all(abs(sum(row) - 1) < 1e-3 for row in pattern)
+    missing = odd_client.get(f"/api/analyses/{analysis_id}/attention", params={"layer": 0, "head": 0})
+    assert missing.status_code == 404 and missing.json()["code"] == "no_patterns" and "has no attention" in missing.json()["error"]
+    thumbnails = odd_client.get(f"/api/analyses/{analysis_id}/thumbnails").json()["thumbnails"]
+    assert len(thumbnails) == 2 and max(map(max, thumbnails[0][0])) == 0 and max(map(max, thumbnails[1][0])) > 0
+    scores = odd_client.post("/api/analyses", json={"analysis": "head_scores", "model": "local/jamba", "params": {"seq_len": 8, "batch": 2}})
+    assert scores.json()["result"]["scores"]["induction"][0][0] == [None] * 4
+    ablation = odd_client.post("/api/analyses", json={"analysis": "head_ablation", "model": "local/jamba", "text": "The cat sat on the mat."})
+    delta = ablation.json()["result"]["delta_loss"][0]
+    assert delta[0] == [None] * 4 and None not in delta[1]
+    generated = odd_client.post(
+        "/api/analyses", json={"analysis": "hallucination", "model": "local/jamba", "text": "The cat sat on the", "params": {"min_induction": 0}}
+    ).json()["result"]
+    assert all(head.startswith("L1") for head in (generated["heads"][i] for i in generated["retrieval_heads"]))
+    assert generated["induction_scores"][:4] == [None] * 4 and all(value is not None for value in generated["bos_all"])
     models = {m["id"]: m for m in odd_client.get("/api/models").json()}
-    assert "attention" not in models["local/jamba"]["capabilities"]  # from its structure, now it is loaded
-    again = odd_client.post("/api/analyses", json={**request, "text": "Another text."})
-    _refused(again, "hybrid_stack")
-    assert odd_client.app.state.runs.jobs.computed == 1  # once loaded, refused before any job
+    assert "attention" in models["local/jamba"]["capabilities"]
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ class Attention(BaseModel):
     n_iterations: int
     n_layers: int
     n_heads: int
+    attention_layers: list[int] = Field(description="The layers with attention (others, in a hybrid stack, are null).")
     # stat name -> [iteration][layer][head]; for the overview grid
-    head_stats: dict[str, list[list[list[float]]]]
+    head_stats: dict[str, list[list[list[float | None]]]]
     stat_labels: dict[str, str] = Field(description="What each stat is called, as it measures on this text.")
     stat_descriptions: dict[str, str]
 
@@ -86,6 +87,7 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
         n_iterations=next(iter(stacked.values())).shape[0],
         n_layers=model.n_layers,
         n_heads=model.n_heads,
+        attention_layers=model.attention_layers,
         head_stats={name: rounded(value) for name, value in stacked.items()},
         stat_labels=labels,
         stat_descriptions=descriptions,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from ..generation import Generation, generate_with_attention
 from ..model_store import LoadedModel
 from .head_scores import HeadScoreParams
-from .registry import MAX_SEED, AnalysisOutput, Inputs, register, require_text, required_result, rounded
+from .registry import MAX_SEED, AnalysisOutput, Inputs, register, require_text, required_result, rounded, tensor_of
 
 SIGNAL_FORMULAS = {
     "signal": "attention to BOS (key 0) of the query that predicts the token, averaged over the retrieval heads: "
@@ -49,7 +49,7 @@ class Hallucination(BaseModel):
     n_layers: int
     n_heads: int
     heads: list[str] = Field(description="Head labels, `L{layer}H{head}` (`I{iteration}L{layer}H{head}` when looped)")
-    induction_scores: list[float]  # per head, in `heads` order
+    induction_scores: list[float | None]  # per head, in `heads` order; null: a layer without attention
     retrieval_heads: list[int]  # indices into `heads`, best first
     warning: str | None = Field(None, description="Set when no head qualifies as a retrieval head: then no signal")
     # per generated token
@@ -58,8 +58,8 @@ class Hallucination(BaseModel):
     lookback_ratio: list[float]
     flagged: list[bool] | None
     # [token][head] in `heads` order
-    bos_by_head: list[list[float]]
-    lookback_by_head: list[list[float]]
+    bos_by_head: list[list[float | None]]
+    lookback_by_head: list[list[float | None]]
 
 
 def head_labels(n_iterations: int, n_layers: int, n_heads: int) -> list[str]:
@@ -88,19 +88,20 @@ def induction_by_head(model: LoadedModel, inputs: Inputs) -> torch.Tensor:
     cached head_scores analysis of those params, itself a permalink."""
     seq_len = min(HeadScoreParams().seq_len, (model.n_ctx - 1) // 2)
     result = required_result(model, inputs, "head_scores", HeadScoreParams(seq_len=seq_len))
-    return torch.tensor(result["scores"]["induction"]).flatten()  # [iteration * layer * head]
+    return tensor_of(result["scores"]["induction"]).flatten()  # [iteration * layer * head]; NaN: no attention
 
 
 def top_heads(induction: torch.Tensor, k: int, min_score: float = 0.0) -> torch.Tensor:
     """Indices of the (at most) k highest-scoring heads scoring at least min_score, best first
     (ties: lower index first); empty when no head reaches min_score."""
-    order = sorted(range(len(induction)), key=lambda i: (-float(induction[i]), i))
+    scored = [i for i in range(len(induction)) if not torch.isnan(induction[i])]  # a head of a layer without attention has none
+    order = sorted(scored, key=lambda i: (-float(induction[i]), i))
     return torch.tensor([i for i in order[:k] if float(induction[i]) >= min_score], dtype=torch.long)
 
 
 def no_retrieval_heads(induction: torch.Tensor, labels: list[str], min_score: float) -> str:
     """Why there is no retrieval-head signal: the best head's induction score is under the bar."""
-    best = int(induction.argmax())
+    best = int(torch.nan_to_num(induction, nan=-1.0).argmax())
     return (
         f"No head has an induction score of at least {min_score:g} (the best, {labels[best]}, scores "
         f"{float(induction[best]):.3f}): this model has no retrieval heads by that bar, so there is no "
@@ -118,8 +119,8 @@ def token_signals(generation: Generation, heads: torch.Tensor) -> dict[str, torc
     lookback = lookback_ratio(generation).reshape(n_new, -1)  # [new, iteration * layer * head]
     return {
         "signal": bos[:, heads].mean(-1) if len(heads) else None,
-        "bos_all": bos.mean(-1),
-        "lookback_ratio": lookback.mean(-1),
+        "bos_all": bos.nanmean(-1),  # NaN: heads of layers without attention (hybrid stacks)
+        "lookback_ratio": lookback.nanmean(-1),
         "bos_by_head": bos,
         "lookback_by_head": lookback,
     }

@@ -249,7 +249,7 @@ def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inpu
     train = stratified_split(labels, params.train_fraction, params.seed)
     test = ~train
     unsupervised = np.array([[float(v) for v in values] for values in per_row])  # [n, 3]
-    detector = detector_scores(torch.stack(features).numpy(), labels, train)
+    detector = detector_scores(torch.stack(features).nan_to_num(0.0).numpy(), labels, train)  # NaN: heads without attention
     scores = {
         "bos_retrieval": unsupervised[:, 0] if len(heads) else None,  # no retrieval heads: no such signal
         "bos_all": unsupervised[:, 1],

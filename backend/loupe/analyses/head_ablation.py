@@ -30,7 +30,8 @@ class HeadAblation(BaseModel):
     n_layers: int
     n_heads: int
     loss: float = Field(description="Mean next-token loss of the model as it is, in nats.")
-    delta_loss: list[list[list[float]]] = Field(description="[iteration][layer][head]: ablated loss - loss.")
+    attention_layers: list[int] = Field(description="The layers with attention (others, in a hybrid stack, are null).")
+    delta_loss: list[list[list[float | None]]] = Field(description="[iteration][layer][head]: ablated loss - loss.")
     formula: str
 
 
@@ -42,7 +43,7 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def _run(model: LoadedModel, tokens: torch.Tensor, loop: LoopSpec | None, hook: Callable) -> torch.Tensor:
     """Logits [batch, pos, d_vocab] of one pass with `hook(layer)` on every layer's hook_z."""
-    hooks = [(f"blocks.{layer}.attn.hook_z", hook(layer)) for layer in range(model.n_layers)]
+    hooks = [(f"blocks.{layer}.attn.hook_z", hook(layer)) for layer in model.attention_layers]
     with torch.inference_mode(), looping(model, loop):
         return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, reset_hooks_end=True, use_cache=False)
 
@@ -96,6 +97,7 @@ def head_ablation(model: LoadedModel, params: HeadAblationParams, inputs: Inputs
             n_iterations=delta.shape[0],
             n_layers=model.n_layers,
             n_heads=model.n_heads,
+            attention_layers=model.attention_layers,
             loss=round(clean, 6),
             delta_loss=rounded(delta, 6),
             formula=FORMULA,

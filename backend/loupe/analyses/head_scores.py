@@ -22,7 +22,8 @@ class HeadScores(BaseModel):
     params: HeadScoreParams
     formulas: dict[str, str]
     # score name -> [iteration][layer][head]
-    scores: dict[str, list[list[list[float]]]]
+    scores: dict[str, list[list[list[float | None]]]]  # null: a layer without attention (hybrid stacks)
+    attention_layers: list[int] = Field(default_factory=list, description="The layers with attention.")
     # the first test sequence, whose patterns are stored for the heatmap view
     tokens: list[str]
     token_ids: list[int]
@@ -45,7 +46,7 @@ def _bos_id(model: LoadedModel) -> int:
     return 0
 
 
-@register("head_scores", version=1, params=HeadScoreParams, needs=("attention",), stores_patterns=True)
+@register("head_scores", version=2, params=HeadScoreParams, needs=("attention",), stores_patterns=True)
 def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> AnalysisOutput:
     """Scores every head on `batch` random sequences of length S repeated twice after BOS
     (positions 1..S, then S+1..2S). Induction: mean attention from i in the second copy to
@@ -68,6 +69,7 @@ def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> 
             n_iterations=next(iter(stacked.values())).shape[0],
             n_layers=model.n_layers,
             n_heads=model.n_heads,
+            attention_layers=model.attention_layers,
         ),
         patterns=patterns,
     )

@@ -3,6 +3,7 @@
 The registry id is the URL value, part of the cache key, and the name of the frontend renderer.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,8 +129,24 @@ def register(
 
 
 def rounded(values: torch.Tensor, decimals: int = 4) -> list:
-    """A tensor as nested JSON lists, rounded in float64 so the JSON carries no float32 noise."""
-    return values.detach().double().round(decimals=decimals).tolist()
+    """A tensor as nested JSON lists, rounded in float64 so the JSON carries no float32 noise; NaN
+    (a layer without attention in a hybrid stack) becomes null."""
+    return _nan_to_none(values.detach().double().round(decimals=decimals).tolist())
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nan_to_none(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def tensor_of(values: list) -> torch.Tensor:
+    """A float tensor from nested JSON lists (a stored result), null read back as NaN."""
+
+    def fill(value: Any) -> Any:
+        return [fill(item) for item in value] if isinstance(value, list) else float("nan") if value is None else value
+
+    return torch.tensor(fill(values), dtype=torch.float32)
 
 
 def required_result(model: Any, inputs: Inputs, name: str, params: BaseModel) -> dict:
