@@ -122,7 +122,9 @@ function clampState() {
   const stores = storesPatterns(current.analysis);
   state.view = current.analysis;
   state.iteration = plot.usesIteration || stores ? Math.min(state.iteration, n_iterations - 1) : 0;
-  if (!stores || n_heads === undefined || (state.layer !== null && (state.layer >= n_layers || state.head >= n_heads))) {
+  const attending = current.result.attention_layers;
+  const noSuchHead = state.layer !== null && (state.layer >= n_layers || state.head >= n_heads || (attending && !attending.includes(state.layer)));
+  if (!stores || n_heads === undefined || noSuchHead) {
     state.layer = state.head = null; // no patterns stored, or no such head
   }
   if (state.compare !== null && (state.layer === null || state.compare >= n_iterations)) state.compare = null;
@@ -232,6 +234,8 @@ function update(changes, { push = false } = {}) {
 }
 
 function selectHead(layer, head) {
+  const attending = current?.result.attention_layers;
+  if (attending && !attending.includes(layer)) return; // a hybrid stack's layer without attention: no pattern
   update({ layer, head }, { push: true });
 }
 

@@ -32,8 +32,9 @@ function drawThumbnail(canvas, pixels) {
   ctx.putImageData(image, 0, 0);
 }
 
-/** Fill `el` with a layer x head grid of thumbnails ([layer][head][row][col]); onSelect(layer, head) on click. */
-export function renderThumbnails(el, thumbnails, { selected = null, onSelect }) {
+/** Fill `el` with a layer x head grid of thumbnails ([layer][head][row][col]); onSelect(layer, head) on click.
+ * `attentionLayers` (a hybrid stack's layers with attention): the others show as disabled. */
+export function renderThumbnails(el, thumbnails, { selected = null, onSelect, attentionLayers = null }) {
   el.replaceChildren();
   const nHeads = thumbnails[0]?.length ?? 0;
   el.style.setProperty("--n-heads", nHeads);
@@ -48,6 +49,10 @@ export function renderThumbnails(el, thumbnails, { selected = null, onSelect }) 
       button.dataset.head = head;
       button.title = `Open the attention pattern of layer ${layer}, head ${head}`;
       if (selected && selected.layer === layer && selected.head === head) button.classList.add("selected");
+      if (attentionLayers && !attentionLayers.includes(layer)) {
+        button.disabled = true; // a state-space or convolution layer: no pattern to open
+        button.title = `Layer ${layer} has no attention`;
+      }
       const canvas = document.createElement("canvas");
       drawThumbnail(canvas, pixels);
       const caption = document.createElement("span");

@@ -26,9 +26,19 @@ def long_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def loupe_url(model_dir, looped_model_dir, long_model_dir, tmp_path_factory):
+def hybrid_model_dir(tmp_path_factory):
+    """A LOUPE_MODEL_DIRS folder holding `jamba`: a tiny hybrid stack, a Mamba layer then an attention layer."""
+    from ..architectures import build_architecture
+
+    root = tmp_path_factory.mktemp("hybrid_dirs")
+    build_architecture("jamba", root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def loupe_url(model_dir, looped_model_dir, long_model_dir, hybrid_model_dir, tmp_path_factory):
     """Base URL of `python -m loupe` on a free port, serving `local/gpt2tiny` (the default),
-    `local/loopedtiny` (3 loop iterations), `local/gpt2long`, and the shipped `induction-2l` and
+    `local/loopedtiny` (3 loop iterations), `local/gpt2long`, `local/jamba` (a hybrid stack), and the shipped `induction-2l` and
     `looped-add` (for cards that follow capabilities), with an empty cache."""
     root = tmp_path_factory.mktemp("e2e_server")
     (root / "zoo").mkdir()
@@ -36,7 +46,7 @@ def loupe_url(model_dir, looped_model_dir, long_model_dir, tmp_path_factory):
         (root / "zoo" / name).symlink_to(SHIPPED / name, target_is_directory=True)
     env = {
         "LOUPE_DATA_DIR": str(root / "data"),
-        "LOUPE_MODEL_DIRS": f"{model_dir},{looped_model_dir},{long_model_dir}",
+        "LOUPE_MODEL_DIRS": f"{model_dir},{looped_model_dir},{long_model_dir},{hybrid_model_dir}",
         "LOUPE_ZOO_DIR": str(root / "zoo"),  # two shipped models; the default is set below, not the zoo's
         "LOUPE_DEFAULT_MODEL": "local/gpt2tiny",
         "LOUPE_HUB_MODELS": "",

@@ -77,6 +77,6 @@ export function render(el, result, { iteration, stat, thumbnails = null, selecte
   const values = result.head_stats[stat][iteration]; // [layer][head]
   layerHeadGrid(el.querySelector("#stat-grid"), values, { name: stat, selected, onSelect, chart: { ...chart, part: stat } });
   const grid = el.querySelector("#thumbnails");
-  if (thumbnails) renderThumbnails(grid, thumbnails, { selected, onSelect });
+  if (thumbnails) renderThumbnails(grid, thumbnails, { selected, onSelect, attentionLayers: result.attention_layers });
   else grid.replaceChildren(); // never leave another analysis' or iteration's previews clickable
 }
