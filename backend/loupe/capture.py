@@ -43,9 +43,9 @@ OnPattern = Callable[[int, int, torch.Tensor], None]
 NATIVE_MODEL_TYPES = frozenset(
     """afmoe apertus arcee bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
     exaone4 falcon falcon_h1 flex_olmo gemma gemma2 gemma3_text gemma4_text glm glm4 glm4_moe
-    glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe hunyuan_v1_dense jais2
+    glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe granitemoehybrid hunyuan_v1_dense jais2
     jetmoe laguna llama llama4_text minimax_m2 ministral3 mistral mixtral modernbert-decoder mpt nanochat
-    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe seed_oss smollm3
+    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe recurrent_gemma seed_oss smollm3
     stablelm starcoder2 vaultgemma xglm youtu""".split()
 )
 # Keyword arguments of an attention call that the plain computation below models: bookkeeping,
@@ -159,7 +159,7 @@ def runs_natively(model: LoadedModel) -> bool:
     whose HF classes call attention through the AttentionInterface."""
     hf = model.bridge.original_model
     return model.entry.model_type in NATIVE_MODEL_TYPES and bool(getattr(hf, "_supports_attention_backend", False)) and all(
-        getattr(model.bridge.blocks[layer].attn, "original_component", None) is not None for layer in model.attention_layers
+        module is not None for module in model.attention_modules.values()
     )
 
 
@@ -173,10 +173,11 @@ def _unwrapped(hf: torch.nn.Module) -> Iterator[None]:
 
     def unwrap(parent: torch.nn.Module) -> None:
         for name, child in list(parent._modules.items()):
-            if isinstance(child, GeneralizedComponent) and child.original_component is not None:
-                parent._modules[name] = child.original_component
+            if isinstance(child, GeneralizedComponent):
+                # a component wrapping nothing stands where the HF model has None (a NoPE model's rotary_emb)
+                parent._modules[name] = child._modules.get("_original_component")
                 swapped.append((parent, name, child))
-                child = child.original_component
+                child = parent._modules[name]
             if child is not None:
                 unwrap(child)
 
@@ -213,7 +214,7 @@ class AttentionRecorder:
         self.model = model
         self.native = native
         self.recording = _Recording(
-            {id(model.bridge.blocks[layer].attn.original_component): layer for layer in model.attention_layers},
+            {id(module): layer for layer, module in model.attention_modules.items()},
             on_pattern,
             [0] * model.n_layers,
         )
@@ -275,6 +276,7 @@ def recording_attention(
 
             return record
 
+        model.require_bridge()
         names = model.pattern_hook_names()  # layer -> hook, attention layers only
         if missing := [name for name in names.values() if name not in model.bridge.hook_dict]:
             raise Unsupported(

@@ -57,6 +57,7 @@ def run_recording(
     as requested (an alias such as `hook_resid_post` stays an alias). The caller must hold
     model.lock: hooks are global state on the model. Hooks are removed even on error.
     """
+    model.require_bridge()
     firings: dict[str, list[Any]] = {name: [] for name in hook_names}
     # TransformerBridge's attention modules keep their last float32 pattern in `_pattern` (all
     # layers: 576 MB at T=1024 on GPT-2 small) until the next forward. Dropping them at every

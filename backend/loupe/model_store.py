@@ -209,10 +209,24 @@ class LoadedModel:
         return self.entry.id
 
     @cached_property
+    def attention_modules(self) -> dict[int, torch.nn.Module]:
+        """layer -> the HF attention module of every layer that has one: the module the bridge's
+        `attn` component wraps, or else (a hybrid block the bridge maps without one, as
+        RecurrentGemma's temporal block) the block's own `…Attention` submodule. Whether Loupe's
+        capture is exact on it is the fast path's allow-list's to say (capture.NATIVE_MODEL_TYPES)."""
+        modules = {}
+        for layer, block in enumerate(getattr(self.bridge, "blocks", [])):
+            if hasattr(block, "attn"):
+                modules[layer] = block.attn.original_component
+            elif (found := _attention_submodule(block.original_component)) is not None:
+                modules[layer] = found
+        return modules
+
+    @property
     def attention_layers(self) -> list[int]:
-        """The layers whose block has softmax attention that Loupe captures: every layer, except in
-        a hybrid stack, whose state-space or convolution layers show null."""
-        return [layer for layer, block in enumerate(getattr(self.bridge, "blocks", [])) if hasattr(block, "attn")]
+        """The layers with softmax attention: every layer, except in a hybrid stack, whose
+        state-space or convolution layers show null."""
+        return list(self.attention_modules)
 
     @cached_property
     def attention_refusal(self) -> Unsupported | None:
@@ -226,12 +240,6 @@ class LoadedModel:
                 "layer x head views cannot show yet; the logit lens reads its residual stream.",
                 code="unsupported_architecture",
             )
-        if incomplete := _incomplete_components(self.bridge):
-            return Unsupported(
-                f"TransformerLens' bridge for {kind} is incomplete: {incomplete[0]} has no module behind it, so "
-                "the model cannot run through it.",
-                code="unsupported_architecture",
-            )
         if not self.attention_layers:
             return Unsupported(
                 f"{kind} has attention ({self.entry.n_heads} heads), but TransformerLens' bridge exposes none of its "
@@ -239,6 +247,24 @@ class LoadedModel:
                 code="unsupported_architecture",
             )
         return None
+
+    @cached_property
+    def bridge_refusal(self) -> Unsupported | None:
+        """Why the TransformerBridge cannot run this model (a component wrapping no module, as TL's
+        GraniteMoeHybrid `rotary_emb` where the HF model has none); None if it can."""
+        if incomplete := _incomplete_components(self.bridge):
+            kind = self.entry.model_type or type(self.bridge.original_model).__name__
+            return Unsupported(
+                f"TransformerLens' bridge for {kind} is incomplete: {incomplete[0]} has no module behind it, so "
+                "the bridge cannot run the model (Loupe's own attention capture can, where it is verified).",
+                code="unsupported_architecture",
+            )
+        return None
+
+    def require_bridge(self) -> None:
+        """Unsupported (422) when an analysis needs the bridge's forward and it cannot run."""
+        if (refusal := self.bridge_refusal) is not None:
+            raise Unsupported(refusal.message, code=refusal.code)
 
     @property
     def capabilities(self) -> list[str]:
@@ -287,6 +313,15 @@ class LoadedModel:
     def pattern_hook_names(self) -> dict[int, str]:
         """layer -> the bridge's pattern hook, for every layer with attention."""
         return {layer: f"blocks.{layer}.attn.hook_pattern" for layer in self.attention_layers}
+
+
+def _attention_submodule(block: torch.nn.Module) -> torch.nn.Module | None:
+    """The first submodule of an HF block whose class is an attention (not a linear-attention mixer)."""
+    for module in block.modules():
+        name = type(module).__name__
+        if name.endswith("Attention") and "Linear" not in name:
+            return module
+    return None
 
 
 def _incomplete_components(bridge: Any) -> list[str]:
