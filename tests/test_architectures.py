@@ -158,6 +158,33 @@ def _check(name: str, root: Path, store: ModelStore) -> Outcome:
     return Outcome(name, "exact" if exact else "mismatch", "; ".join(notes), d_pattern, d_logits, metadata)
 
 
+def check_logit_lens(name: str, root: Path, store: ModelStore) -> Outcome:
+    """The logit lens at the last token: its exit layer (the last layer of a plain model) must be the
+    model's own next-token distribution, a plain HF forward's softmax (top tokens and their
+    probabilities within 1e-4); or Loupe refuses the model with a 422."""
+    from loupe.analyses.logit_lens import LogitLensParams, logit_lens
+    from loupe.analyses.registry import Inputs
+
+    try:
+        model = store.get(f"local/{name}")
+        with model.lock:
+            result = logit_lens(model, LogitLensParams(position=-1, top_k=5), Inputs(text=PROMPT, max_tokens=256)).result
+    except AppError as exc:
+        kind = "refused" if exc.status == REFUSED_STATUS else "error"
+        return Outcome(name, kind, f"{type(exc).__name__} {exc.status}: {' '.join(exc.message.split())[:240]}")
+    except Exception as exc:
+        return Outcome(name, "error", _short(exc))
+    hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
+    with torch.no_grad():
+        probs = hf(torch.tensor([result.token_ids])).logits[0, -1].float().softmax(-1)  # [vocab]
+    exit_layer = result.loop_layers[1]
+    got_ids, got_probs = result.top_token_ids[-1][exit_layer], result.top_probs[-1][exit_layer]
+    want = probs.topk(len(got_ids))
+    d = max(abs(a - b) for a, b in zip(got_probs, want.values.tolist()))
+    same = got_ids == want.indices.tolist() or d <= TOLERANCE  # ties may order differently
+    return Outcome(name, "exact" if same and d <= TOLERANCE else "mismatch", "" if same else f"top {got_ids} vs HF {want.indices.tolist()}", d, None)
+
+
 # --- the pytest matrix ---------------------------------------------------------------------------
 
 ALL = [arch.name for arch in ARCHITECTURES + ATTENTION_FREE]
@@ -190,29 +217,48 @@ def test_capture_equals_hf_eager_or_is_refused(architecture_models, name):
     assert outcome.kind in ("exact", "refused"), f"{name} ({BY_NAME[name].hf_class}): {outcome.line()}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_logit_lens_ends_at_the_models_own_distribution_or_is_refused(architecture_models, name):
+    root, built, store = architecture_models
+    if isinstance(built[name], Exception):
+        pytest.fail(f"building the tiny {name} failed: {_short(built[name])}")
+    outcome = check_logit_lens(name, root, store)
+    assert outcome.kind in ("exact", "refused"), f"{name} ({BY_NAME[name].hf_class}) logit lens: {outcome.line()}"
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 _ORDER = {"exact": 0, "refused": 1, "mismatch": 2, "error": 3}
 
 
-def report(outcomes: list[Outcome], seconds: float) -> str:
-    """The outcome table (sorted by outcome), its counts, and the metadata problems, as markdown."""
+def report(outcomes: list[Outcome], seconds: float, lens: dict[str, Outcome] | None = None) -> str:
+    """The outcome table (sorted by outcome), its counts, and the metadata problems, as markdown;
+    with `lens`, each architecture's logit-lens outcome too."""
     counts = {kind: sum(o.kind == kind for o in outcomes) for kind in _ORDER}
+    lens = lens or {}
+    lens_counts = {kind: sum(o.kind == kind for o in lens.values()) for kind in _ORDER}
     lines = [
         "# Architecture matrix",
+        "",
+        "Written by `PYTHONPATH=backend LOUPE_ARCH_REPORT=tests/architecture_matrix.md .venv/bin/python -m tests.test_architectures` (CPU, 2 cores).",
         "",
         f"{len(outcomes)} architectures in {seconds:.0f} s: "
         + ", ".join(f"{counts[kind]} {kind}" for kind in _ORDER)
         + f". Tolerance {TOLERANCE:g}; prompt {PROMPT!r}.",
         "",
-        "| architecture | HF class | features | outcome | s |",
-        "|---|---|---|---|---|",
+        "Logit lens (its exit layer against the model's own next-token distribution): "
+        + ", ".join(f"{lens_counts[kind]} {kind}" for kind in _ORDER) + ".",
+        "",
+        "| architecture | HF class | features | attention | logit lens | s |",
+        "|---|---|---|---|---|---|",
     ]
     for o in sorted(outcomes, key=lambda o: (_ORDER[o.kind], o.detail.split(":")[0], o.name)):
         arch = BY_NAME[o.name]
         free = " (attention-free)" if arch in ATTENTION_FREE else ""
         outcome = o.line().replace("|", "\\|")  # a literal bar inside a table cell
-        lines.append(f"| {o.name}{free} | {arch.hf_class} | {arch.features} | {outcome} | {o.seconds:.1f} |")
+        lens_line = lens[o.name].line().replace("|", "\\|") if o.name in lens else ""
+        lines.append(f"| {o.name}{free} | {arch.hf_class} | {arch.features} | {outcome} | {lens_line} | {o.seconds:.1f} |")
     lines += ["", "## Metadata (ModelEntry from config.json, LoadedModel from the bridge) vs the HF config", ""]
     wrong = [o for o in outcomes if o.metadata]
     lines += [f"- {o.name}: {', '.join(o.metadata)}" for o in wrong] or ["- all loaded models agree"]
@@ -241,7 +287,7 @@ def main(names: list[str], out: Path) -> None:
         built = build_all(root, names or None)
         build_s = time.perf_counter() - start
         store = ModelStore(Settings(model_dirs=[root], zoo_dir=zoo, max_loaded_models=1))
-        outcomes = []
+        outcomes, lens = [], {}
         for name, folder in built.items():
             if isinstance(folder, Exception):
                 outcomes.append(Outcome(name, "error", f"build: {_short(folder)}"))
@@ -250,8 +296,12 @@ def main(names: list[str], out: Path) -> None:
                 outcomes.append(check_architecture(name, root, store))
             except Exception as exc:  # the reference side failing is reported, not raised
                 outcomes.append(Outcome(name, "error", f"reference: {_short(exc)}"))
-            print(f"{name}: {outcomes[-1].line()}", file=sys.stderr, flush=True)
-    text = report(outcomes, time.perf_counter() - start) + f"\nBuilding all models took {build_s:.1f} s.\n"
+            try:
+                lens[name] = check_logit_lens(name, root, store)
+            except Exception as exc:
+                lens[name] = Outcome(name, "error", f"reference: {_short(exc)}")
+            print(f"{name}: {outcomes[-1].line()}; logit lens {lens[name].line()}", file=sys.stderr, flush=True)
+    text = report(outcomes, time.perf_counter() - start, lens) + f"\nBuilding all models took {build_s:.1f} s.\n"
     out.write_text(text)
     print(text)
 

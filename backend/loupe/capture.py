@@ -30,24 +30,12 @@ from .loops import LoopSpec, by_iteration, looping, stack_by_iteration
 from .errors import Unsupported
 from .model_store import LoadedModel
 from .progress import checkpoint
+from .verified import NATIVE_MODEL_TYPES
 
 ATTENTION = "loupe_capture"
 
 OnPattern = Callable[[int, int, torch.Tensor], None]
 
-# The fast path runs only for model types whose attention it is known to compute exactly: each
-# is checked against HF eager attention, patterns and logits, by tests/test_architectures.py.
-# Others take the bridge's own hooks (the model's own code, slower). A model type whose HF code
-# decides its math by the attention implementation's name (GLM-MoE-DSA applies its sparse mask
-# only under "eager") would be silently wrong here: it stays off this list.
-NATIVE_MODEL_TYPES = frozenset(
-    """afmoe apertus arcee bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
-    exaone4 falcon falcon_h1 flex_olmo gemma gemma2 gemma3_text gemma4_text glm glm4 glm4_moe
-    glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe granitemoehybrid hunyuan_v1_dense jais2
-    jetmoe laguna llama llama4_text minimax_m2 ministral3 mistral mixtral modernbert-decoder mpt nanochat
-    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe recurrent_gemma seed_oss smollm3
-    stablelm starcoder2 vaultgemma xglm youtu""".split()
-)
 # Keyword arguments of an attention call that the plain computation below models: bookkeeping,
 # or masking that the eager mask it is given already holds (a sliding window). Any other with a
 # value (soft-capping, sinks, sparse indices, anything new) runs the model's own eager function.

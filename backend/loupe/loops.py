@@ -58,6 +58,8 @@ def run_recording(
     model.lock: hooks are global state on the model. Hooks are removed even on error.
     """
     model.require_bridge()
+    if (refusal := model.entry.refusal("readout")) is not None:  # the residual path is verified with the readout
+        raise refusal
     firings: dict[str, list[Any]] = {name: [] for name in hook_names}
     # TransformerBridge's attention modules keep their last float32 pattern in `_pattern` (all
     # layers: 576 MB at T=1024 on GPT-2 small) until the next forward. Dropping them at every
@@ -274,6 +276,9 @@ def capture_residuals(
 
 def readout(model: LoadedModel, resid: torch.Tensor) -> torch.Tensor:
     """Early exit: logits [..., d_vocab] from residuals [..., d_model] through the model's own
-    final norm and unembedding (the model's output when given its last layer's residual)."""
+    final norm and unembedding (the model's output when given its last layer's residual).
+    Unsupported (422) for a model type on which that is not verified to be its own head."""
+    if (refusal := model.entry.refusal("readout")) is not None:
+        raise refusal
     with torch.inference_mode():
         return model.bridge.unembed(model.bridge.ln_final(resid.to(model.bridge.cfg.dtype))).float()

@@ -20,6 +20,7 @@ import torch
 
 from .errors import ModelUnavailable, TooLong, UnknownModel, Unsupported
 from .tokens import decoder_kind, token_texts
+from .verified import READOUT_MODEL_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,13 @@ class ModelEntry:
 
     def refusal(self, need: str) -> "Unsupported | None":
         """Why an enforced need (registry ENFORCED_NEEDS) does not hold, as far as the files tell."""
+        if need == "readout" and self.model_type not in READOUT_MODEL_TYPES:
+            return Unsupported(
+                f"The early exit of {self.model_type or self.id} (final norm, then unembedding) is not verified to be "
+                "its own output head: some heads scale or soft-cap their logits or add layers, and an early exit "
+                "would show a distribution the model never produces.",
+                code="unverified_readout",
+            )
         if need == "tokenizer" and not self.has_tokenizer:
             return Unsupported(
                 f"{self.id} has no tokenizer files in its folder, so no text can be turned into its tokens; "
@@ -94,6 +102,7 @@ class ModelEntry:
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
+            + (["readout"] if self.model_type in READOUT_MODEL_TYPES else [])
             + (["loop"] if self.n_iterations > 1 else [])
             + (["generating_lm"] if self.loupe.get("generating_lm", True) else [])
         )

@@ -207,7 +207,7 @@ def fit_probes(
     return {"accuracy": accuracy, "f1": f1}
 
 
-@register("probes", version=2, params=ProbeParams, needs=("labelled_data", "loop"))
+@register("probes", version=2, params=ProbeParams, needs=("labelled_data", "loop", "readout"))
 def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisOutput:
     """Linear probes per iteration and layer, self-verification and task accuracy per iteration.
     Every text is read at `position` (last token by default) after every layer of every iteration;

@@ -37,14 +37,15 @@ class AnalysisOutput:
 
 # What an analysis can need. Inputs: `text` (a prompt), `labelled_data` (rows with labels, built in
 # or uploaded). Model capabilities (ModelEntry.capabilities): `attention` (softmax attention Loupe
-# captures exactly), `loop` (a natively looped model), `generating_lm` (a language model whose
+# captures exactly), `tokenizer`, `readout` (an early exit verified to be the model's own output
+# head: verified.READOUT_MODEL_TYPES), `loop` (a natively looped model), `generating_lm` (a language model whose
 # generations mean something).
 INPUT_NEEDS = ("text", "labelled_data")
-MODEL_NEEDS = ("attention", "tokenizer", "loop", "generating_lm")
+MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm")
 # The model needs the server enforces, refusing with a 422 before computing: without them the
 # analysis cannot be computed exactly. (`loop` and `generating_lm` only say where a view means
 # something; the page shows the card where they hold.)
-ENFORCED_NEEDS = ("attention", "tokenizer")
+ENFORCED_NEEDS = ("attention", "tokenizer", "readout")
 
 
 @dataclass(frozen=True)
