@@ -415,6 +415,12 @@ class ModelStore:
                 return self._loaded[model_id].capabilities
         return self.entry(model_id).capabilities
 
+    def attention_layers(self, model_id: str) -> list[int] | None:
+        """The layers with attention, once the model is loaded (None before)."""
+        with self._store_lock:
+            loaded = self._loaded.get(model_id)
+        return loaded.attention_layers if loaded is not None and loaded.attention_refusal is None else None
+
     def refusal(self, model_id: str, need: str) -> Unsupported | None:
         """Why an enforced need does not hold for this model, as known now (loaded or not)."""
         with self._store_lock:

@@ -42,8 +42,10 @@ function selectedModel() {
 function describeModel() {
   const model = selectedModel();
   const loops = model && model.n_iterations > 1 ? ` · ${model.n_iterations} loop iterations` : "";
+  const hybrid = model?.attention_layers && model.attention_layers.length < model.n_layers
+    ? ` · attention in layers ${model.attention_layers.join(", ")} only` : "";
   $("model-info").textContent = model
-    ? `${model.n_layers} layers × ${model.n_heads} heads · context ${model.n_ctx}${loops}. ${model.description}`
+    ? `${model.n_layers} layers × ${model.n_heads} heads · context ${model.n_ctx}${loops}${hybrid}. ${model.description}`
     : "No model available: add one to LOUPE_MODEL_DIRS.";
   $("model-warning").hidden = !model?.warnings?.length;
   $("model-warning").textContent = (model?.warnings ?? []).join(" ");

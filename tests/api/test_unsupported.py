@@ -70,7 +70,7 @@ def test_a_hybrid_stack_shows_its_attention_layers_under_their_real_index(odd_cl
     assert all(head.startswith("L1") for head in (generated["heads"][i] for i in generated["retrieval_heads"]))
     assert generated["induction_scores"][:4] == [None] * 4 and all(value is not None for value in generated["bos_all"])
     models = {m["id"]: m for m in odd_client.get("/api/models").json()}
-    assert "attention" in models["local/jamba"]["capabilities"]
+    assert "attention" in models["local/jamba"]["capabilities"] and models["local/jamba"]["attention_layers"] == [1]
 
 
 @pytest.fixture

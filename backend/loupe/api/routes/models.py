@@ -17,6 +17,7 @@ class ModelInfo(BaseModel):
     n_ctx: int
     description: str
     capabilities: list[str]
+    attention_layers: list[int] | None = None  # known once loaded: a hybrid stack's attention layers
     warnings: list[str] = []
     default: bool = False
 
@@ -26,8 +27,14 @@ def list_models(store: StoreDep, settings: SettingsDep) -> list[dict]:
     """Every allow-listed model: the embedded zoo, LOUPE_MODEL_DIRS subfolders (`local/<folder>`)
     and LOUPE_HUB_MODELS found in the local Hugging Face cache. `n_iterations` is 1 for a plain model.
     `capabilities` come from the config until the model is loaded, then from its structure (a
-    hybrid stack loses `attention` once Loupe has seen which layers attend)."""
+    model that turns out to have no attention component loses `attention` once loaded), and so do
+    `attention_layers` (null before: every layer, or a hybrid stack's attention layers)."""
     return [
-        {**entry.public(), "capabilities": store.capabilities(entry.id), "default": entry.id == settings.default_model}
+        {
+            **entry.public(),
+            "capabilities": store.capabilities(entry.id),
+            "attention_layers": store.attention_layers(entry.id),
+            "default": entry.id == settings.default_model,
+        }
         for entry in store.entries().values()
     ]
