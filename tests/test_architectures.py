@@ -208,23 +208,16 @@ def test_the_matrix_covers_every_supported_decoder_only_architecture():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("check", [check_architecture, check_logit_lens], ids=["attention", "logit_lens"])
 @pytest.mark.parametrize("name", ALL)
-def test_capture_equals_hf_eager_or_is_refused(architecture_models, name):
+def test_exact_against_the_model_itself_or_refused(architecture_models, name, check):
+    """Attention: every pattern equals HF eager and the capture run's logits a plain forward. Logit
+    lens: its exit layer is the model's own next-token distribution."""
     root, built, store = architecture_models
     if isinstance(built[name], Exception):
         pytest.fail(f"building the tiny {name} failed: {_short(built[name])}")
-    outcome = check_architecture(name, root, store)
-    assert outcome.kind in ("exact", "refused"), f"{name} ({BY_NAME[name].hf_class}): {outcome.line()}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ALL)
-def test_logit_lens_ends_at_the_models_own_distribution_or_is_refused(architecture_models, name):
-    root, built, store = architecture_models
-    if isinstance(built[name], Exception):
-        pytest.fail(f"building the tiny {name} failed: {_short(built[name])}")
-    outcome = check_logit_lens(name, root, store)
-    assert outcome.kind in ("exact", "refused"), f"{name} ({BY_NAME[name].hf_class}) logit lens: {outcome.line()}"
+    outcome = check(name, root, store)
+    assert outcome.kind in ("exact", "refused"), f"{name} ({BY_NAME[name].hf_class}) {check.__name__}: {outcome.line()}"
 
 
 # --- the report ----------------------------------------------------------------------------------

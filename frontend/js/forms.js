@@ -34,6 +34,21 @@ function fieldElement(field) {
 }
 
 /** The fields of one card: typed values out, values back in. Modules see only this. */
+/** A hidden file input, the link-style button that opens it and a hint line for what was chosen,
+ * appended to the card's slot: (the input, the hint). `prefix` names them: `<prefix>-file`,
+ * `<prefix>-upload`, `<prefix>-file-info`. */
+export function fileChooser(form, { prefix, accept, label }) {
+  const file = Object.assign(document.createElement("input"), { id: `${prefix}-file`, type: "file", accept, hidden: true });
+  file.dataset.testid = `${prefix}-file`;
+  const upload = Object.assign(document.createElement("button"), {
+    id: `${prefix}-upload`, type: "button", className: "link", textContent: label,
+  });
+  const info = Object.assign(document.createElement("p"), { id: `${prefix}-file-info`, className: "hint" });
+  form.slot.append(file, upload, info);
+  upload.addEventListener("click", () => file.click());
+  return { file, info };
+}
+
 export class Form {
   constructor(plot, card, inputs, { showError }) {
     this.plot = plot;

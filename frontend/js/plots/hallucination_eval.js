@@ -2,6 +2,7 @@
 // and its view: the ROC curve and AUROC of every signal on the held-out split, and the first rows
 // with their answers and scores. Rows are user data: text nodes.
 
+import { fileChooser } from "../forms.js";
 import { COLORS, draw, plotlyText } from "../plotting.js";
 
 const SIGNAL_COLORS = { bos_retrieval: COLORS.red, bos_all: COLORS.blue, lookback: COLORS.green, detector: COLORS.purple };
@@ -29,16 +30,9 @@ export const card = {
   ],
   /** The JSONL choice: its text goes in the params as it is (line-numbered errors come back as 422). */
   build(form) {
-    const file = Object.assign(document.createElement("input"), {
-      id: "eval-file", type: "file", accept: ".jsonl,.json,.txt", hidden: true,
+    const { file, info } = fileChooser(form, {
+      prefix: "eval", accept: ".jsonl,.json,.txt", label: "Use a JSONL of context, question, label or reference…",
     });
-    file.dataset.testid = "eval-file";
-    const upload = Object.assign(document.createElement("button"), {
-      id: "eval-upload", type: "button", className: "link", textContent: "Use a JSONL of context, question, label or reference…",
-    });
-    const info = Object.assign(document.createElement("p"), { id: "eval-file-info", className: "hint" });
-    form.slot.append(file, upload, info);
-    upload.addEventListener("click", () => file.click());
     file.addEventListener("change", async () => {
       const chosen = file.files[0];
       if (!chosen) return;

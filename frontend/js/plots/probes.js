@@ -4,6 +4,7 @@
 // clicking a heatmap cell picks the layer the chart follows.
 
 import * as api from "../api.js";
+import { fileChooser } from "../forms.js";
 import { COLORS, draw, onClick, plotlyText } from "../plotting.js";
 
 export const name = "probes";
@@ -25,16 +26,7 @@ export const card = {
   ],
   /** The upload: a JSONL/CSV of text,label rows, parsed (and checked) by the server. */
   build(form) {
-    const file = Object.assign(document.createElement("input"), {
-      id: "probe-file", type: "file", accept: ".jsonl,.csv,.json,.txt", hidden: true,
-    });
-    file.dataset.testid = "probe-file";
-    const upload = Object.assign(document.createElement("button"), {
-      id: "probe-upload", type: "button", className: "link", textContent: "Upload JSONL/CSV of text,label…",
-    });
-    const info = Object.assign(document.createElement("p"), { id: "probe-file-info", className: "hint" });
-    form.slot.append(file, upload, info);
-    upload.addEventListener("click", () => file.click());
+    const { file } = fileChooser(form, { prefix: "probe", accept: ".jsonl,.csv,.json,.txt", label: "Upload JSONL/CSV of text,label…" });
     file.addEventListener("change", () => uploadDataset(form, file.files[0]));
     form.field("dataset").addEventListener("change", (event) => {
       if (event.target.value === "rows" && !uploadedRows) file.click();
