@@ -39,13 +39,14 @@ OnPattern = Callable[[int, int, torch.Tensor], None]
 # is checked against HF eager attention, patterns and logits, by tests/test_architectures.py.
 # Others take the bridge's own hooks (the model's own code, slower). A model type whose HF code
 # decides its math by the attention implementation's name (GLM-MoE-DSA applies its sparse mask
-# only under "eager") would be silently wrong here: it stays off this list.
+# only under "eager") would be silently wrong here: it stays off this list. Encoders (bert, roberta)
+# are checked the same way by tests/test_encoders.py.
 NATIVE_MODEL_TYPES = frozenset(
-    """afmoe apertus arcee bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
+    """afmoe apertus arcee bert bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
     exaone4 falcon falcon_h1 flex_olmo gemma gemma2 gemma3_text gemma4_text glm glm4 glm4_moe
     glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe granitemoehybrid hunyuan_v1_dense jais2
     jetmoe laguna llama llama4_text minimax_m2 ministral3 mistral mixtral modernbert-decoder mpt nanochat
-    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe recurrent_gemma seed_oss smollm3
+    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe recurrent_gemma roberta seed_oss smollm3
     stablelm starcoder2 vaultgemma xglm youtu""".split()
 )
 # Keyword arguments of an attention call that the plain computation below models: bookkeeping,
@@ -203,6 +204,15 @@ def _attention_implementation(hf: torch.nn.Module, name: str) -> Iterator[None]:
             config._attn_implementation = saved[key]
 
 
+def _map_inner_modules(layer_of: dict[int, int], model: LoadedModel) -> None:
+    """Map every module inside a layer's wrapped attention module to that layer too: the attention
+    function is called with the module that computes it, which may sit inside the one the bridge
+    wraps (BERT's BertSelfAttention inside BertAttention)."""
+    for layer in set(layer_of.values()):
+        for module in model.bridge.blocks[layer].attn.original_component.modules():
+            layer_of.setdefault(id(module), layer)
+
+
 class AttentionRecorder:
     """Forward passes that hand every layer's attention probabilities to `on_pattern`.
 
@@ -230,6 +240,8 @@ class AttentionRecorder:
         """(logits [batch, pos or 1, d_vocab], the KV cache or None) of one pass over tokens [batch, pos]."""
         self.recording.counts[:] = [0] * self.model.n_layers
         self.recording.n_keys = tokens.shape[1] if past is None else None
+        if self.native and self.model.entry.encoder:  # no KV cache and no logits_to_keep: an encoder reads every position
+            return self.model.bridge.original_model(tokens).logits, None
         if self.native:
             output = self.model.bridge.original_model(
                 tokens, past_key_values=past, use_cache=use_cache, logits_to_keep=0 if all_logits else 1
@@ -256,6 +268,7 @@ def recording_attention(
     with torch.inference_mode():
         if native:
             hf = model.bridge.original_model
+            _map_inner_modules(recorder.recording.layer_of, model)
             token = _active.set(recorder.recording)
             try:
                 # looping first: it finds the HF blocks through the bridge's components
