@@ -208,8 +208,8 @@ def _map_inner_modules(layer_of: dict[int, int], model: LoadedModel) -> None:
     """Map every module inside a layer's wrapped attention module to that layer too: the attention
     function is called with the module that computes it, which may sit inside the one the bridge
     wraps (BERT's BertSelfAttention inside BertAttention)."""
-    for layer in set(layer_of.values()):
-        for module in model.bridge.blocks[layer].attn.original_component.modules():
+    for layer, attention in model.attention_modules.items():
+        for module in attention.modules():
             layer_of.setdefault(id(module), layer)
 
 
