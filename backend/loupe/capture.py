@@ -191,6 +191,15 @@ def _attention_implementation(hf: torch.nn.Module, name: str) -> Iterator[None]:
             config._attn_implementation = saved[key]
 
 
+def _map_inner_modules(layer_of: dict[int, int], model: LoadedModel) -> None:
+    """Map every module inside a layer's wrapped attention module to that layer too: the attention
+    function is called with the module that computes it, which may sit inside the one the bridge
+    wraps (BERT's BertSelfAttention inside BertAttention)."""
+    for layer, attention in model.attention_modules.items():
+        for module in attention.modules():
+            layer_of.setdefault(id(module), layer)
+
+
 class AttentionRecorder:
     """Forward passes that hand every layer's attention probabilities to `on_pattern`.
 
@@ -218,6 +227,8 @@ class AttentionRecorder:
         """(logits [batch, pos or 1, d_vocab], the KV cache or None) of one pass over tokens [batch, pos]."""
         self.recording.counts[:] = [0] * self.model.n_layers
         self.recording.n_keys = tokens.shape[1] if past is None else None
+        if self.native and self.model.entry.encoder:  # no KV cache and no logits_to_keep: an encoder reads every position
+            return self.model.bridge.original_model(tokens).logits, None
         if self.native:
             output = self.model.bridge.original_model(
                 tokens, past_key_values=past, use_cache=use_cache, logits_to_keep=0 if all_logits else 1
@@ -244,6 +255,7 @@ def recording_attention(
     with torch.inference_mode():
         if native:
             hf = model.bridge.original_model
+            _map_inner_modules(recorder.recording.layer_of, model)
             token = _active.set(recorder.recording)
             try:
                 # looping first: it finds the HF blocks through the bridge's components

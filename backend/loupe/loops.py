@@ -281,4 +281,15 @@ def readout(model: LoadedModel, resid: torch.Tensor) -> torch.Tensor:
     if (refusal := model.entry.refusal("readout")) is not None:
         raise refusal
     with torch.inference_mode():
+        if model.entry.encoder:  # the whole MLM head (dense, activation, norm, decoder): the bridge's ln_final is only its norm
+            return _mlm_head(model.bridge.original_model)(resid.to(model.bridge.cfg.dtype)).float()
         return model.bridge.unembed(model.bridge.ln_final(resid.to(model.bridge.cfg.dtype))).float()
+
+
+def _mlm_head(hf: torch.nn.Module) -> torch.nn.Module:
+    """An encoder's masked-LM head, from its last hidden state to logits (BERT's cls.predictions,
+    RoBERTa's lm_head)."""
+    head = getattr(getattr(hf, "cls", None), "predictions", None) or getattr(hf, "lm_head", None)
+    if head is None:
+        raise ValueError(f"{type(hf).__name__} has no masked-LM head")
+    return head

@@ -33,6 +33,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentenc
 # Model types with no attention at all (state-space and RNN models): nothing to capture.
 ATTENTION_FREE = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv"})
 _ITERATION_KEYS = ("n_iterations", "total_ut_steps")
+# Model types whose attention is bidirectional (every token attends to every token): encoders, which
+# predict masked tokens, never the next one. Which of them load is up to TransformerLens' bridge.
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "modernbert", "albert", "mpnet"})
+# HF classes of an encoder that carry its masked-LM head; any other (the bare `BertModel`, as
+# sentence-transformers ship) has no unembedding of its own.
+_MLM_CLASSES = ("ForMaskedLM", "ForPreTraining")
 
 
 def _first(config: dict, keys: tuple[str, ...], default: Any = None) -> Any:
@@ -58,6 +64,8 @@ class ModelEntry:
 
     model_type: str = ""
     has_tokenizer: bool = True
+    encoder: bool = False  # bidirectional attention (ENCODER_TYPES, not configured as a decoder)
+    has_unembedding: bool = True  # False for an encoder saved without its MLM head
 
     @property
     def warnings(self) -> list[str]:
@@ -81,6 +89,18 @@ class ModelEntry:
                 "add the tokenizer the model was trained with.",
                 code="no_tokenizer",
             )
+        if need == "causal_lm" and self.encoder:
+            return Unsupported(
+                f"{self.id} is an encoder: its attention is bidirectional and it predicts masked tokens, not the "
+                "next one, so it generates nothing and has no next-token loss.",
+                code="encoder",
+            )
+        if need == "unembedding" and not self.has_unembedding:
+            return Unsupported(
+                f"{self.id} is an encoder saved without its masked-LM head (a base model, e.g. for sentence "
+                "embeddings), so nothing reads its residual stream out as tokens.",
+                code="no_unembedding",
+            )
         return self.attention_refusal if need == "attention" else None
 
     @property
@@ -98,13 +118,17 @@ class ModelEntry:
     def capabilities(self) -> list[str]:
         """What the model offers analyses (registry MODEL_NEEDS): `attention` where Loupe captures
         it exactly, `loop` for a natively looped model, `generating_lm` unless its loupe.json says
-        `"generating_lm": false` (a task model, such as an adder, whose generations are no language)."""
+        `"generating_lm": false` (a task model, such as an adder, whose generations are no language)
+        or it is an encoder; `encoder` for bidirectional attention, `causal_lm` for any other (next-token
+        prediction); `unembedding` unless it is an encoder without its MLM head."""
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
             + (["readout"] if self.model_type in READOUT_MODEL_TYPES else [])
             + (["loop"] if self.n_iterations > 1 else [])
-            + (["generating_lm"] if self.loupe.get("generating_lm", True) else [])
+            + (["generating_lm"] if self.loupe.get("generating_lm", True) and not self.encoder else [])
+            + (["encoder"] if self.encoder else ["causal_lm"])
+            + (["unembedding"] if self.has_unembedding else [])
         )
 
     def public(self) -> dict:
@@ -130,11 +154,15 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         return None
     text_config = config.get("text_config") or config
     layer_list = _first(text_config, _LAYER_LIST_KEYS)
+    model_type = str(text_config.get("model_type") or config.get("model_type") or "")
+    encoder = model_type in ENCODER_TYPES and not config.get("is_decoder", False)
     return ModelEntry(
         id=model_id,
         source=source,
         location=str(path),
-        model_type=str(text_config.get("model_type") or config.get("model_type") or ""),
+        model_type=model_type,
+        encoder=encoder,
+        has_unembedding=not encoder or any(arch.endswith(_MLM_CLASSES) for arch in config.get("architectures") or ()),
         has_tokenizer=any((path / name).is_file() for name in TOKENIZER_FILES),
         n_layers=int(loupe.get("n_layers") or _first(text_config, _LAYER_KEYS) or len(layer_list or ())),
         n_heads=int(_first(text_config, _HEAD_KEYS, 0)),
@@ -297,13 +325,23 @@ class LoadedModel:
     def n_ctx(self) -> int:
         return int(self.bridge.cfg.n_ctx)
 
-    @property
+    @cached_property
     def tokenizer(self) -> Any:
+        """The bridge's tokenizer; for an encoder its own, as saved: the bridge re-makes it to prepend a
+        BOS, which drops the [CLS] ... [SEP] (<s> ... </s>) an encoder is trained on."""
+        if self.entry.encoder:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(self.entry.location)
         return self.bridge.tokenizer
 
     def tokenize(self, text: str, max_tokens: int) -> torch.Tensor:
-        """[1, pos] token ids, BOS prepended as the model expects; TooLong past the limit."""
-        tokens = self.bridge.to_tokens(text, truncate=False)  # [1, pos]
+        """[1, pos] token ids, BOS prepended (an encoder's [CLS] and [SEP] added) as the model
+        expects; TooLong past the limit."""
+        if self.entry.encoder:
+            tokens = self.tokenizer(text, return_tensors="pt")["input_ids"].to(self.bridge.cfg.device)  # [1, pos]
+        else:
+            tokens = self.bridge.to_tokens(text, truncate=False)  # [1, pos]
         limit = min(max_tokens, self.n_ctx)
         if tokens.shape[-1] > limit:
             raise TooLong(f"The text is {tokens.shape[-1]} tokens long; {self.id} accepts at most {limit}.")
@@ -355,10 +393,31 @@ def boot(entry: ModelEntry, settings: Settings) -> Any:
         bridge = boot_looped(Path(entry.location), device=settings.device)
     else:
         bridge = TransformerBridge.boot_transformers(
-            entry.location, device=settings.device, trust_remote_code=settings.trust_remote_code
+            entry.location,
+            device=settings.device,
+            trust_remote_code=settings.trust_remote_code,
+            **(_as_masked_lm(entry.model_type) if entry.encoder and not entry.has_unembedding else {}),
         )
     bridge.eval()
     return bridge
+
+
+def _as_masked_lm(model_type: str) -> dict[str, Any]:
+    """boot_transformers arguments that load an encoder family as the MLM class the bridge supports
+    (none: let the bridge decide).
+
+    The bridge has adapters only for an encoder with its head (`BertForMaskedLM`,
+    `RobertaForMaskedLM`), so a base model (`BertModel`, `RobertaModel`) boots as that class: its
+    encoder weights load exactly, its head is left at random init, and `unembedding` is absent
+    from its capabilities, so nothing reads that head out."""
+    import transformers
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    for name in sorted(SUPPORTED_ARCHITECTURES):
+        cls = getattr(transformers, name, None)
+        if name.endswith("ForMaskedLM") and cls is not None and getattr(cls.config_class, "model_type", None) == model_type:
+            return {"model_class": cls, "hf_config_overrides": {"architectures": [name]}}
+    return {}
 
 
 class ModelStore:

@@ -9,11 +9,11 @@ a plain forward's logits). Anything else takes the model's own path, or is refus
 # type whose HF code decides its math by the attention implementation's name (GLM-MoE-DSA applies
 # its sparse mask only under "eager") would be silently wrong there: it stays off this list.
 NATIVE_MODEL_TYPES = frozenset(
-    """afmoe apertus arcee bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
+    """afmoe apertus arcee bert bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
     exaone4 falcon falcon_h1 flex_olmo gemma gemma2 gemma3_text gemma4_text glm glm4 glm4_moe
     glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe granitemoehybrid hunyuan_v1_dense jais2
     jetmoe laguna llama llama4_text minimax_m2 ministral3 mistral mixtral modernbert-decoder mpt nanochat
-    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe recurrent_gemma seed_oss smollm3
+    nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe recurrent_gemma roberta seed_oss smollm3
     stablelm starcoder2 vaultgemma xglm youtu""".split()
 )
 
@@ -23,10 +23,10 @@ NATIVE_MODEL_TYPES = frozenset(
 # soft-cap their logits or add layers (Cohere's logit scale, Gemma 3's and RecurrentGemma's
 # soft-capping, ModernBERT-decoder's head), and bridges that lack the residual hooks.
 READOUT_MODEL_TYPES = frozenset(
-    """afmoe apertus arcee bamba bitnet bloom deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe exaone4 falcon
+    """afmoe apertus arcee bamba bert bitnet bloom deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe exaone4 falcon
     falcon_h1 falcon_mamba flex_olmo gemma gemma2 gemma4_text glm glm4 glm4_moe glm4_moe_lite glm_moe_dsa gpt2
     gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe hunyuan_v1_dense jais2 jamba jetmoe laguna lfm2
     lfm2_moe llama llama4_text mamba mamba2 minimax_m2 ministral3 mistral mixtral mpt nanochat nemotron nemotron_h
     olmo olmo2 olmo3 olmo_hybrid olmoe opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_5_moe_text qwen3_5_text qwen3_moe
-    qwen3_next rwkv seed_oss smollm3 stablelm starcoder2 vaultgemma xglm youtu""".split()
+    qwen3_next roberta rwkv seed_oss smollm3 stablelm starcoder2 vaultgemma xglm youtu""".split()
 )

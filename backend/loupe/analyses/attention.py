@@ -35,15 +35,16 @@ STAT_DESCRIPTIONS = {
 }
 
 
-def head_stats(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head]."""
+def head_stats(pattern: torch.Tensor, bidirectional: bool = False) -> dict[str, torch.Tensor]:
+    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head].
+    `bidirectional` (an encoder): every query sees all T keys, so entropy is divided by log T."""
     n_pos = pattern.shape[-1]
     pos = torch.arange(n_pos)
     zero = pattern.new_zeros(pattern.shape[:-2])
     bos = pattern[..., 1:, 0].mean(-1) if n_pos > 1 else zero
     previous = pattern[..., pos[2:], pos[2:] - 1].mean(-1) if n_pos > 2 else zero
     own = pattern.diagonal(dim1=-2, dim2=-1).mean(-1)
-    visible = torch.log(pos[1:].float() + 1)  # log of keys visible to queries 1..T-1
+    visible = torch.log(torch.full((n_pos - 1,), float(n_pos)) if bidirectional else pos[1:].float() + 1)  # queries 1..T-1
     entropy = (-_sum_plogp(pattern)[..., 1:] / visible).mean(-1) if n_pos > 1 else zero
     return {"bos": bos, "previous_token": previous, "self": own, "entropy": entropy}
 
@@ -62,6 +63,13 @@ def first_token_names(model: LoadedModel, tokens: torch.Tensor) -> tuple[dict[st
     the model prepended its BOS token (many tokenizers, e.g. Qwen's, have none: then it is the
     text's first word)."""
     bos = model.tokenizer.bos_token_id
+    if model.entry.encoder:  # [CLS] (<s>) first; every query sees every key
+        first = model.str_tokens(tokens[0, :1])[0]
+        return {**STAT_LABELS, "bos": f"First token ({first})"}, {
+            **STAT_DESCRIPTIONS,
+            "bos": f"Mean attention to the first token ({first!r}), over query positions 1…T−1.",
+            "entropy": "Mean entropy of each query's attention, divided by log T (an encoder's query sees all T keys): 1 is uniform.",
+        }
     if bos is not None and int(tokens[0, 0]) == bos:
         return STAT_LABELS, STAT_DESCRIPTIONS
     first = model.str_tokens(tokens[0, :1])[0]
@@ -79,7 +87,8 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
     tokens = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, pos]
     inputs.progress("forward", 0.1)
     # stat -> [iteration, layer, head]
-    stacked, patterns = summarize_and_store(model, tokens, lambda probs: head_stats(probs[0]), params.loop)
+    encoder = model.entry.encoder
+    stacked, patterns = summarize_and_store(model, tokens, lambda probs: head_stats(probs[0], encoder), params.loop)
     labels, descriptions = first_token_names(model, tokens)
     result = Attention(
         tokens=model.str_tokens(tokens[0]),

@@ -126,7 +126,7 @@ def token_signals(generation: Generation, heads: torch.Tensor) -> dict[str, torc
     }
 
 
-@register("hallucination", version=2, params=HallucinationParams, needs=("text", "generating_lm", "attention"))
+@register("hallucination", version=2, params=HallucinationParams, needs=("text", "generating_lm", "causal_lm", "attention"))
 def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Inputs) -> AnalysisOutput:
     """Generates from the text (the prompt: context and question) with the KV cache and reports, for
     every generated token, the retrieval heads' attention to BOS (the signal; heads chosen by

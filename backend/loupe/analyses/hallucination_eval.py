@@ -209,7 +209,7 @@ def _score(description: str, scores: np.ndarray | None, labels: np.ndarray, test
     )
 
 
-@register("hallucination_eval", version=2, params=HallucinationEvalParams, needs=("labelled_data", "generating_lm", "attention"))
+@register("hallucination_eval", version=2, params=HallucinationEvalParams, needs=("labelled_data", "generating_lm", "causal_lm", "attention"))
 def hallucination_eval(model: LoadedModel, params: HallucinationEvalParams, inputs: Inputs) -> AnalysisOutput:
     """Answers every labelled row (the built-in key-value set: questions about present names are
     grounded, about absent names made up; or JSONL rows) greedily with the KV cache, averages each

@@ -49,7 +49,7 @@ def _run(model: LoadedModel, tokens: torch.Tensor, loop: LoopSpec | None, hook: 
         return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, reset_hooks_end=True, use_cache=False)
 
 
-@register("head_ablation", version=1, params=HeadAblationParams, needs=("text", "attention"))
+@register("head_ablation", version=1, params=HeadAblationParams, needs=("text", "causal_lm", "attention"))
 def head_ablation(model: LoadedModel, params: HeadAblationParams, inputs: Inputs) -> AnalysisOutput:
     """Zero-ablates every head at every iteration, one at a time, and reports how much the mean
     next-token loss on the text rises. A batch of copies of the text runs in one forward pass,

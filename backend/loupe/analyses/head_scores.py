@@ -38,9 +38,28 @@ def _candidate_vocab(model: LoadedModel) -> torch.Tensor:
     return torch.tensor([i for i in range(model.bridge.cfg.d_vocab) if i not in special])
 
 
+# On an encoder every query sees both copies whole: a head that attends to i-S+1 may do so, but not
+# as the causal induction mechanism (attending to what followed an earlier occurrence in order to
+# predict the next token), which needs a model that cannot see ahead. The score is kept, marked so.
+ENCODER_INDUCTION = (
+    " — on this encoder (bidirectional attention, every query sees both copies) it measures where the head "
+    "attends, not the causal induction mechanism: the model sees the token itself and predicts no next one"
+)
+
+
+def formulas_for(model: LoadedModel) -> dict[str, str]:
+    """The score formulas, the induction one marked on an encoder (previous- and duplicate-token
+    mean the same on either)."""
+    if not model.entry.encoder:
+        return SCORE_FORMULAS
+    return {**SCORE_FORMULAS, "induction": SCORE_FORMULAS["induction"] + ENCODER_INDUCTION}
+
+
 def _bos_id(model: LoadedModel) -> int:
+    """The first token of each sequence: BOS, an encoder's [CLS], else EOS."""
     tokenizer = model.tokenizer
-    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id, 0):
+    cls = tokenizer.cls_token_id if model.entry.encoder else None
+    for candidate in (tokenizer.bos_token_id, cls, tokenizer.eos_token_id, 0):
         if candidate is not None:
             return int(candidate)
     return 0
@@ -62,7 +81,7 @@ def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> 
     return AnalysisOutput(
         result=HeadScores(
             params=params,
-            formulas=SCORE_FORMULAS,
+            formulas=formulas_for(model),
             scores={name: rounded(value) for name, value in stacked.items()},
             tokens=model.str_tokens(tokens[0]),
             token_ids=tokens[0].tolist(),

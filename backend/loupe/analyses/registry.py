@@ -38,14 +38,15 @@ class AnalysisOutput:
 # What an analysis can need. Inputs: `text` (a prompt), `labelled_data` (rows with labels, built in
 # or uploaded). Model capabilities (ModelEntry.capabilities): `attention` (softmax attention Loupe
 # captures exactly), `tokenizer`, `readout` (an early exit verified to be the model's own output
-# head: verified.READOUT_MODEL_TYPES), `loop` (a natively looped model), `generating_lm` (a language model whose
-# generations mean something).
+# head: verified.READOUT_MODEL_TYPES), `loop` (a natively looped model), `generating_lm` (a language
+# model whose generations mean something), `causal_lm` (predicts the next token: every model but an
+# encoder), `unembedding` (reads its residual out as tokens: all but an encoder without its MLM head).
 INPUT_NEEDS = ("text", "labelled_data")
-MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm")
+MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm", "causal_lm", "unembedding")
 # The model needs the server enforces, refusing with a 422 before computing: without them the
 # analysis cannot be computed exactly. (`loop` and `generating_lm` only say where a view means
 # something; the page shows the card where they hold.)
-ENFORCED_NEEDS = ("attention", "tokenizer", "readout")
+ENFORCED_NEEDS = ("attention", "tokenizer", "readout", "causal_lm", "unembedding")
 
 
 @dataclass(frozen=True)
