@@ -27,11 +27,14 @@ def long_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hybrid_model_dir(tmp_path_factory):
-    """A LOUPE_MODEL_DIRS folder holding `jamba`: a tiny hybrid stack, a Mamba layer then an attention layer."""
+    """A LOUPE_MODEL_DIRS folder holding `jamba` (a tiny hybrid stack, a Mamba layer then an attention
+    layer) and `bert_mlm` (a tiny BERT encoder with its MLM head)."""
     from ..architectures import build_architecture
+    from ..encoders import build_encoder
 
     root = tmp_path_factory.mktemp("hybrid_dirs")
     build_architecture("jamba", root)
+    build_encoder("bert_mlm", root)  # and a BERT encoder: bidirectional, whole matrices
     return root
 
 
