@@ -53,3 +53,26 @@ def looped_model(looped_model_dir, tmp_path_factory):
     """The loaded tiny looped model, through Loupe's ModelStore (loupe.json `loader: looped`)."""
     settings = Settings(model_dirs=[looped_model_dir], zoo_dir=tmp_path_factory.mktemp("zoo"))
     return ModelStore(settings).get(LOOPED)
+
+
+@pytest.fixture
+def client_over(tmp_path):
+    """client_over(*model_dirs) -> an app client over those LOUPE_MODEL_DIRS, a temp SQLite and an
+    empty zoo (closed at the end of the test)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+
+        def make(*model_dirs):
+            settings = Settings(data_dir=tmp_path / "data", model_dirs=list(model_dirs), zoo_dir=tmp_path / "zoo", sync_wait_s=30)
+            return stack.enter_context(TestClient(create_app(settings)))
+
+        yield make
+
+
+def refused(response, code: str) -> str:
+    """The message of a 422 refusal with `code`, in the one error shape."""
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert set(body) == {"error", "code", "status"} and body["code"] == code and body["status"] == 422
+    return body["error"]

@@ -5,11 +5,9 @@ unembedding refused with a 422 naming why, before any job."""
 import pytest
 import torch
 import transformers
-from fastapi.testclient import TestClient
 
-from loupe.config import Settings
-from loupe.main import create_app
 
+from ..conftest import refused
 from ..encoders import BY_NAME, build_encoder
 
 TEXT = "The cat sat on the mat. The dog sat on the log."
@@ -25,17 +23,9 @@ def encoder_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def encoder_client(tmp_path, encoder_dir):
-    settings = Settings(data_dir=tmp_path / "data", model_dirs=[encoder_dir], zoo_dir=tmp_path / "zoo", sync_wait_s=30)
-    with TestClient(create_app(settings)) as client:
-        yield client
+def encoder_client(client_over, encoder_dir):
+    return client_over(encoder_dir)
 
-
-def _refused(response, code: str) -> str:
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["code"] == code and body["status"] == 422
-    return body["error"]
 
 
 def test_encoders_are_listed_as_encoders_without_generation(encoder_client):
@@ -84,14 +74,14 @@ def test_generation_and_next_token_analyses_are_refused_for_encoders(encoder_cli
             ("head_ablation", {"text": TEXT}),
             ("hallucination_eval", {"params": {"n_examples": 10, "max_facts": 3}}),
         ):
-            message = _refused(encoder_client.post("/api/analyses", json={"analysis": analysis, "model": model, **extra}), "encoder")
+            message = refused(encoder_client.post("/api/analyses", json={"analysis": analysis, "model": model, **extra}), "encoder")
             assert "is an encoder" in message and "bidirectional" in message
     assert encoder_client.app.state.runs.jobs.computed == 0  # refused before any job
 
 
 def test_the_logit_lens_reads_an_mlm_head_and_refuses_a_base_encoder(encoder_client):
     request = {"analysis": "logit_lens", "model": "local/bert_base", "text": TEXT}
-    assert "without its masked-LM head" in _refused(encoder_client.post("/api/analyses", json=request), "no_unembedding")
+    assert "without its masked-LM head" in refused(encoder_client.post("/api/analyses", json=request), "no_unembedding")
     assert encoder_client.app.state.runs.jobs.computed == 0
     lens = encoder_client.post("/api/analyses", json={**request, "model": "local/roberta_mlm", "params": {"position": 3}}).json()
     assert lens["status"] == "done", lens

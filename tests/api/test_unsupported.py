@@ -2,11 +2,9 @@
 while the analyses that read the residual stream still run on them."""
 
 import pytest
-from fastapi.testclient import TestClient
 
-from loupe.config import Settings
-from loupe.main import create_app
 
+from ..conftest import refused
 from ..architectures import build_architecture
 
 
@@ -19,24 +17,16 @@ def odd_models(tmp_path_factory):
 
 
 @pytest.fixture
-def odd_client(tmp_path, odd_models):
-    settings = Settings(data_dir=tmp_path / "data", model_dirs=[odd_models], zoo_dir=tmp_path / "zoo", sync_wait_s=30)
-    with TestClient(create_app(settings)) as client:
-        yield client
+def odd_client(client_over, odd_models):
+    return client_over(odd_models)
 
-
-def _refused(response, code: str) -> str:
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["code"] == code and body["status"] == 422
-    return body["error"]
 
 
 def test_an_attention_free_model_is_refused_up_front_and_lists_no_attention(odd_client):
     models = {m["id"]: m for m in odd_client.get("/api/models").json()}
     assert "attention" not in models["local/mamba"]["capabilities"]
     for analysis, extra in (("attention", {"text": "The cat sat."}), ("head_scores", {"params": {"seq_len": 8}})):
-        message = _refused(odd_client.post("/api/analyses", json={"analysis": analysis, "model": "local/mamba", **extra}), "no_attention")
+        message = refused(odd_client.post("/api/analyses", json={"analysis": analysis, "model": "local/mamba", **extra}), "no_attention")
         assert "mamba has no attention layers" in message and "logit lens" in message
     assert odd_client.app.state.runs.jobs.computed == 0  # refused before any job
     lens = odd_client.post("/api/analyses", json={"analysis": "logit_lens", "model": "local/mamba", "text": "The cat sat on the"})
@@ -74,7 +64,7 @@ def test_a_hybrid_stack_shows_its_attention_layers_under_their_real_index(odd_cl
 
 
 @pytest.fixture
-def no_tokenizer_client(tmp_path, model_dir):
+def no_tokenizer_client(tmp_path, model_dir, client_over):
     """The tiny GPT-2's folder without its tokenizer files: config and weights only."""
     import shutil
 
@@ -83,18 +73,16 @@ def no_tokenizer_client(tmp_path, model_dir):
     for name in ("config.json", "model.safetensors", "generation_config.json"):
         if (model_dir / "gpt2tiny" / name).exists():
             shutil.copy(model_dir / "gpt2tiny" / name, folder / name)
-    settings = Settings(data_dir=tmp_path / "data", model_dirs=[tmp_path / "dirs"], zoo_dir=tmp_path / "zoo", sync_wait_s=30)
-    with TestClient(create_app(settings)) as client:
-        yield client
+    return client_over(tmp_path / "dirs")
 
 
-def test_a_folder_without_a_tokenizer_is_listed_with_a_warning_and_text_is_refused(no_tokenizer_client):
+def test_a_folder_without_a_tokenizer_is_listed_with_a_warning_and_text_isrefused(no_tokenizer_client):
     (model,) = no_tokenizer_client.get("/api/models").json()
     assert model["id"] == "local/notok" and "tokenizer" not in model["capabilities"]
     assert model["warnings"] and "No tokenizer files" in model["warnings"][0]
     for analysis in ("attention", "logit_lens", "head_ablation"):
         request = {"analysis": analysis, "model": "local/notok", "text": "The cat sat."}
-        assert "no tokenizer files" in _refused(no_tokenizer_client.post("/api/analyses", json=request), "no_tokenizer")
+        assert "no tokenizer files" in refused(no_tokenizer_client.post("/api/analyses", json=request), "no_tokenizer")
     assert no_tokenizer_client.app.state.runs.jobs.computed == 0
     types = {t["name"]: t for t in no_tokenizer_client.get("/api/analysis_types").json()}
     assert "tokenizer" in types["attention"]["needs"] and "tokenizer" not in types["head_scores"]["needs"]
