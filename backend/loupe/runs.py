@@ -114,6 +114,10 @@ class RunService:
             raise NotFound(f"No analysis {key!r}.")
         return row
 
+    def history(self, **filters: object) -> tuple[list[Analysis], int]:
+        """Stored analyses newest first, filtered (model, analysis, status) and paged (limit, offset)."""
+        return self.cache.page(**filters)
+
     def progress(self, key: str) -> dict | None:
         return self.jobs.progress(key)
 

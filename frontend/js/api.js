@@ -54,6 +54,14 @@ export const listAnalysisTypes = () => getJson("/api/analysis_types");
 
 export const getAnalysis = (id) => getJson(`/api/analyses/${encodeURIComponent(id)}`);
 
+/** The history: {items, total, next_offset}, newest first; `filters`: model, analysis, status, limit, offset. */
+export const listAnalyses = (filters = {}) => getJson(`/api/analyses?${query(filters)}`);
+
+/** Delete a stored analysis (needs the API token where the server has one). */
+export async function deleteAnalysis(id) {
+  await send(`/api/analyses/${encodeURIComponent(id)}`, { method: "DELETE", headers: authHeaders() });
+}
+
 /** POST an analysis; the server answers at once from its cache, or with `queued`/`running` after wait_s. */
 export async function createAnalysis(body) {
   const response = await send("/api/analyses", {

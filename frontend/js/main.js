@@ -7,6 +7,7 @@ import * as compare from "./compare.js";
 import { clearError, setRunning, showError, showNotice, showProgress } from "./feedback.js";
 import { buildCard, runButtonId } from "./forms.js";
 import { patternHeatmap } from "./heatmaps.js";
+import { refreshHistory } from "./history.js";
 import { plotlyReady } from "./plotting.js";
 import { BY_NAME, PLOTS } from "./plots/index.js";
 import { clampKeys, initialState, readUrl, writeUrl } from "./state.js";
@@ -271,7 +272,19 @@ async function run(plot, form) {
   } finally {
     showProgress(null);
     setRunning(false);
+    showHistory(); // a new entry, done or failed
   }
+}
+
+/** The history panel; an entry reopens its analysis as a link would. */
+function showHistory() {
+  refreshHistory($("history"), {
+    onOpen: (id) => {
+      history.pushState(null, "", `${location.pathname}?analysis=${encodeURIComponent(id)}`);
+      applyUrl();
+    },
+    onError: showError,
+  });
 }
 
 /** An analysis by id, done: from the cache (GET, never a recomputation), unless its result was
@@ -397,6 +410,7 @@ async function boot() {
   if (models.status === "fulfilled") fillModels(models.value);
   else showError(models.reason);
   showCards();
+  showHistory();
   try {
     await plotlyReady(); // every view draws with Plotly
     performance.mark("loupe:plotly-ready");

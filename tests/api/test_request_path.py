@@ -285,7 +285,8 @@ def test_docs_are_served_from_local_assets(client):
 
 def test_a_known_path_with_another_method_is_405_naming_every_allowed_method(client):
     for method, path, allowed in (
-        ("GET", "/api/analyses", {"POST"}),
+        ("PUT", "/api/analyses", {"GET", "POST"}),
+        ("GET", "/api/datasets/parse", {"POST"}),
         ("PUT", "/api/analyses/" + "0" * 64, {"GET", "DELETE"}),
         ("POST", "/", {"GET", "HEAD"}),
     ):

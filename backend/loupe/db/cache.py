@@ -79,6 +79,19 @@ class ResultCache:
             session.execute(delete(Blob).where(Blob.analysis_id == key))
             return session.execute(delete(Analysis).where(Analysis.id == key)).rowcount > 0
 
+    def page(
+        self, *, model: str | None = None, analysis: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Analysis], int]:
+        """(rows newest first, the number matching): the history, filtered and paged."""
+        query = select(Analysis)
+        for column, value in ((Analysis.model, model), (Analysis.analysis, analysis), (Analysis.status, status)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.sessions() as session:
+            total = int(session.scalar(select(func.count()).select_from(query.subquery())))
+            rows = session.scalars(query.order_by(Analysis.created_at.desc(), Analysis.id).limit(limit).offset(offset)).all()
+        return list(rows), total
+
     def blob(self, key: str, name: str, iteration: int, layer: int, head: int) -> Blob | None:
         with self.sessions() as session:
             return session.get(Blob, (key, name, iteration, layer, head))

@@ -53,6 +53,21 @@ class AnalysisView(BaseModel):
     created_at: datetime | None = Field(None, description="When it was first requested (UTC, with its offset).")
 
 
+class HistoryItem(BaseModel):
+    id: str
+    analysis: str
+    model: str
+    status: Literal["queued", "running", "done", "error", "evicted"]
+    text_start: str | None = Field(None, description="The first 80 characters of the text, if any.")
+    created_at: datetime | None = None
+
+
+class History(BaseModel):
+    items: list[HistoryItem]
+    total: int = Field(description="How many analyses match the filters.")
+    next_offset: int | None = Field(description="The offset of the next page, or null on the last.")
+
+
 class HeadPattern(BaseModel):
     tokens: list[str]
     iteration: int
@@ -94,6 +109,25 @@ async def create_analysis(body: AnalysisRequest, runs: RunsDep, settings: Settin
     if row.status == "error":
         raise AppError.from_body(row.error or {})
     return _view(row, runs.progress(run.key))
+
+
+@router.get("/analyses", response_model=History, operation_id="list_analyses")
+def list_analyses(
+    runs: RunsDep,
+    model: Annotated[str | None, Query(max_length=256)] = None,
+    analysis: Annotated[str | None, Query(max_length=64)] = None,
+    status: Literal["queued", "running", "done", "error", "evicted"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> History:
+    """The history: stored analyses newest first, filtered by model, analysis and status, paged."""
+    rows, total = runs.history(model=model, analysis=analysis, status=status, limit=limit, offset=offset)
+    items = [
+        HistoryItem(id=row.id, analysis=row.analysis, model=row.model, status=row.status, created_at=row.created_at,
+                    text_start=(row.request.get("text") or "")[:80] or None)
+        for row in rows
+    ]
+    return History(items=items, total=total, next_offset=offset + len(rows) if offset + len(rows) < total else None)
 
 
 @router.get("/analyses/{analysis_id}", response_model=AnalysisView, operation_id="get_analysis")
