@@ -61,3 +61,18 @@ def test_revision_changes_with_the_weights(tmp_path):
 
 def test_remote_code_is_off_by_default():
     assert Settings().trust_remote_code is False
+
+
+def test_a_folder_added_to_model_dirs_is_listed_without_a_restart(tmp_path, model_dir):
+    import shutil
+
+    from loupe.config import Settings
+    from loupe.model_store import ModelStore
+
+    root = tmp_path / "dirs"
+    root.mkdir()
+    store = ModelStore(Settings(model_dirs=[root], zoo_dir=tmp_path / "zoo"))
+    assert store.entries() == {}
+    shutil.copytree(model_dir / "gpt2tiny", root / "added")
+    assert list(store.entries()) == ["local/added"]
+    assert store.entries() is store.entries()  # unchanged folders: not rediscovered

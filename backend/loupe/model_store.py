@@ -426,14 +426,22 @@ class ModelStore:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._entries: dict[str, ModelEntry] | None = None
+        self._stamp: tuple = ()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._store_lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
 
     def entries(self) -> dict[str, ModelEntry]:
-        if self._entries is None:
-            self._entries = discover(self.settings)
+        """Every model Loupe may load, rediscovered when a model folder changes (a folder added to
+        LOUPE_MODEL_DIRS or the zoo shows up without a restart; a stat per folder, no reading)."""
+        stamp = self._folders_stamp()
+        if self._entries is None or stamp != self._stamp:
+            self._entries, self._stamp = discover(self.settings), stamp
         return self._entries
+
+    def _folders_stamp(self) -> tuple:
+        roots = [self.settings.zoo_dir, *self.settings.model_dirs]
+        return tuple((str(root), root.stat().st_mtime_ns if root.is_dir() else None) for root in roots)
 
     def entry(self, model_id: str) -> ModelEntry:
         entry = self.entries().get(model_id)
