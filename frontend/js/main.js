@@ -381,6 +381,11 @@ function bind() {
   $("model-select").addEventListener("change", describeModel);
   $("iteration").addEventListener("input", (event) => update({ iteration: Number(event.target.value) }));
   $("close-head").addEventListener("click", () => update({ layer: null, head: null }, { push: true }));
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    if (state.layer !== null) update({ layer: null, head: null }, { push: true }); // the open head panel first
+    else clearError();
+  });
   $("error-close").addEventListener("click", clearError);
   $("notice-close").addEventListener("click", () => showNotice(null));
   $("save-token").addEventListener("click", () => {
@@ -409,6 +414,10 @@ async function boot() {
   else showError(analysisTypes.reason);
   if (models.status === "fulfilled") fillModels(models.value);
   else showError(models.reason);
+  if (linked.model && [...$("model-select").options].some((option) => option.value === linked.model)) {
+    $("model-select").value = linked.model; // ?model=… preselects it (a linked analysis' own model wins)
+    describeModel();
+  }
   showCards();
   showHistory();
   try {

@@ -7,7 +7,8 @@ export const VIEWS = PLOTS.map((plot) => plot.name);
 
 // Key order in the URL; values are strings in the URL and typed in the state.
 // compare: a second iteration of the open head, shown beside `iteration`.
-const COMMON = ["analysis", "view", "layer", "head", "iteration", "compare"];
+// model: the model to preselect (`?model=looped-add`); an analysis' own model wins over it.
+const COMMON = ["analysis", "view", "layer", "head", "iteration", "compare", "model"];
 const COMMON_INTS = new Set(["layer", "head", "iteration", "compare"]);
 
 /** Every view's declared keys: name -> {values, default} or {type: "int", default}. */
@@ -25,7 +26,7 @@ const VIEW_KEYS = viewKeys();
 
 /** The empty state: nothing analysed yet; every view's keys at their defaults. */
 export function initialState() {
-  const state = { analysis: null, view: null, layer: null, head: null, iteration: 0, compare: null };
+  const state = { analysis: null, view: null, layer: null, head: null, iteration: 0, compare: null, model: null };
   for (const [key, spec] of Object.entries(VIEW_KEYS)) state[key] = spec.default;
   return state;
 }
