@@ -92,7 +92,8 @@ class ModelEntry:
         if need == "causal_lm" and self.encoder:
             return Unsupported(
                 f"{self.id} is an encoder: its attention is bidirectional and it predicts masked tokens, not the "
-                "next one, so it generates nothing and has no next-token loss.",
+                "next one: it generates nothing, has no next-token loss, and the logit lens (which reads the next "
+                "token at each position) would misread it.",
                 code="encoder",
             )
         if need == "unembedding" and not self.has_unembedding:

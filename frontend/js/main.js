@@ -219,7 +219,8 @@ function render() {
   $("compare-control").hidden = !(shown && storesPatterns(state.view) && iterations > 1);
   $("compare-on").checked = state.compare !== null;
   $("compare-iteration").max = iterations - 1;
-  $("compare-iteration").value = state.compare ?? Math.min(iterations - 1, state.iteration + 1);
+  // the next iteration, or the previous one from the last: never the open one itself
+  $("compare-iteration").value = state.compare ?? (state.iteration + 1 < iterations ? state.iteration + 1 : Math.max(0, state.iteration - 1));
   $("compare-iteration").disabled = state.compare === null;
   $("compare-value").textContent = $("compare-iteration").value;
   if (state.compare === null) $("compare").hidden = true;
@@ -378,7 +379,14 @@ function bind() {
   $("compare-on").addEventListener("change", (event) =>
     update({ compare: event.target.checked ? Number($("compare-iteration").value) : null }));
   $("compare-iteration").addEventListener("input", (event) => update({ compare: Number(event.target.value) }));
-  $("model-select").addEventListener("change", describeModel);
+  $("model-select").addEventListener("change", () => {
+    describeModel();
+    // another model's results must not stay on screen under this one: back to the empty view
+    if (current && current.model !== $("model-select").value) {
+      history.pushState(null, "", `${location.pathname}?model=${encodeURIComponent($("model-select").value)}`);
+      applyUrl();
+    }
+  });
   $("iteration").addEventListener("input", (event) => update({ iteration: Number(event.target.value) }));
   $("close-head").addEventListener("click", () => update({ layer: null, head: null }, { push: true }));
   document.addEventListener("keydown", (event) => {

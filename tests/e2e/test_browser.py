@@ -239,5 +239,5 @@ def test_url_state_round_trips(new_page):
         assert parsed == state
     assert page.evaluate("import('/js/state.js').then((m) => m.parseQuery('?analysis=a&layer=-1&head=x&stat=<b>'))") == {
         "analysis": "a", "view": None, "layer": None, "head": None, "iteration": 0, "compare": None, "score": "induction",
-        "stat": "bos", "probe_layer": None,
+        "stat": "bos", "probe_layer": None, "model": None,
     }

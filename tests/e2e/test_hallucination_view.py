@@ -29,6 +29,8 @@ def test_generated_tokens_signal_chart_heatmap_and_permalink(new_page, loupe_url
     assert f"signal {result['signal'][0]:.3f}" in chips.first.get_attribute("title")
     signal = page.evaluate("document.getElementById('hal-signal').data[0].y")
     assert signal == result["signal"]
+    assert page.text_content("[data-role=hal-formula-lookback]") == result["formulas"]["lookback_ratio"]
+    assert page.text_content("[data-role=hal-formula-bos]") == result["formulas"]["bos_all"]
     heatmap = page.evaluate("document.getElementById('hal-heads').data[0].z")  # [head][token]
     assert heatmap == [[row[h] for row in result["bos_by_head"]] for h in range(len(result["heads"]))]
 

@@ -21,6 +21,7 @@ def test_a_hybrid_stack_shows_its_attention_layer_and_blanks_the_other(new_page,
     assert result["attention_layers"] == [1]
     grid = page.evaluate("document.getElementById('stat-grid').data[0].z")
     assert grid[0] == [None] * 4 and grid[1] == result["head_stats"]["bos"][0][1]
+    assert "Layer 0 has no attention" in page.text_content("[data-role=stat-note]")  # the blank row is explained
     assert page.evaluate("[...document.querySelectorAll('#thumbnails .thumb')].map((b) => b.disabled)") == [True] * 4 + [False] * 4
     page.click("[data-testid=thumb-L1H2]")
     wait_js(page, "document.getElementById('pattern-plot').dataset.ready === 'true'")

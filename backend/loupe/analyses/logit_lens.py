@@ -32,7 +32,7 @@ class LogitLens(BaseModel):
     next_token_rank: list[list[int]] | None = Field(description="[iteration][layer] its rank, 0 = top.")
 
 
-@register("logit_lens", version=1, params=LogitLensParams, needs=("text", "readout", "unembedding"))
+@register("logit_lens", version=1, params=LogitLensParams, needs=("text", "readout", "unembedding", "causal_lm"))
 def logit_lens(model: LoadedModel, params: LogitLensParams, inputs: Inputs) -> AnalysisOutput:
     """Top tokens decoded from the residual stream at one position after every layer of every
     iteration, through the model's own final norm and unembedding (early exit). The last looped

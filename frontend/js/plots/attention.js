@@ -70,7 +70,9 @@ export function restore(form, analysis) {
 export function render(el, result, { iteration, stat, thumbnails = null, selected = null, onSelect, chart }) {
   renderTokens(el.querySelector("[data-role=tokens]"), result.tokens);
   el.querySelector("[data-role=token-count]").textContent = `${result.tokens.length} tokens`;
-  el.querySelector("[data-role=stat-note]").textContent = result.stat_descriptions[stat]; // defined once, by the analysis
+  const silent = [...Array(result.n_layers).keys()].filter((layer) => !(result.attention_layers ?? [layer]).includes(layer));
+  const hybrid = silent.length ? ` Layer${silent.length > 1 ? "s" : ""} ${silent.join(", ")} ha${silent.length > 1 ? "ve" : "s"} no attention (a hybrid stack's state-space or convolution layers): blank rows.` : "";
+  el.querySelector("[data-role=stat-note]").textContent = result.stat_descriptions[stat] + hybrid; // defined once, by the analysis
   const select = el.querySelector("#stat-select");
   for (const option of select.options) option.textContent = result.stat_labels?.[option.value] ?? option.textContent;
   select.value = stat;

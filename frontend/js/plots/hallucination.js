@@ -40,6 +40,8 @@ export const view = `
     <div class="card-head"><h2>Signal per generated token</h2></div>
     <div id="hal-signal" data-testid="hal-signal" class="plot"></div>
     <p class="formula"><span class="field-label">Signal</span> <span data-role="hal-formula"></span></p>
+    <p class="formula"><span class="field-label">All heads' BOS</span> <span data-role="hal-formula-bos"></span></p>
+    <p class="formula"><span class="field-label">Lookback ratio</span> <span data-role="hal-formula-lookback"></span></p>
   </div>
   <div class="card">
     <div class="card-head"><h2>Attention to BOS: head × token</h2><span class="hint">★ retrieval heads</span></div>
@@ -162,6 +164,8 @@ export function render(el, result, { chart } = {}) {
   renderText(el.querySelector("[data-role=hal-text]"), result);
   el.querySelector("[data-role=hal-summary]").textContent = summary(result);
   el.querySelector("[data-role=hal-formula]").textContent = result.formulas.signal;
+  el.querySelector("[data-role=hal-formula-bos]").textContent = result.formulas.bos_all;
+  el.querySelector("[data-role=hal-formula-lookback]").textContent = result.formulas.lookback_ratio;
   signalChart(el.querySelector("#hal-signal"), result, chart);
   headHeatmap(el.querySelector("#hal-heads"), result, chart);
 }
