@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device for models.")
     max_loaded_models: int = Field(2, ge=1, description="Models kept in memory (LRU).")
     max_tokens: int = Field(1024, ge=8, description="Longest accepted text, in tokens.")
+    max_iterations: int = Field(
+        64, ge=1, le=256, description="Most loop iterations a request may ask for (`loop.times`); Huginn defaults to 32."
+    )
     max_jobs: int = Field(2, ge=1, description="Analyses computed at once; the rest wait in a queue.")
     max_jobs_per_client: int = Field(
         8, ge=1, description="Analyses one client may have queued or running; more are refused with 429 and Retry-After."

@@ -16,7 +16,7 @@ import torch
 
 from .errors import InvalidInput, TooLong
 from .capture import recording_attention
-from .loops import by_iteration
+from .loops import LoopSpec, by_iteration
 from .model_store import LoadedModel
 
 SPANS = ("bos", "prompt", "generated")
@@ -64,10 +64,12 @@ def generate_with_attention(
     temperature: float | None = None,
     seed: int = 0,
     stop_ids: Sequence[int] = (),
+    loop: LoopSpec | None = None,
 ) -> Generation:
     """Generate up to `max_new_tokens` after `prompt_ids` ([1, prompt_pos], BOS first) with the
     KV cache (a looped model: without), greedily (temperature None) or by sampling with a seeded generator, stopping after a
-    token in `stop_ids`. Records each head's attention sums for every generated token.
+    token in `stop_ids`. Records each head's attention sums for every generated token, at every
+    iteration of `loop` (loops.looping).
 
     The caller must hold model.lock: recording changes the model for its duration (restored even
     on error)."""
@@ -91,8 +93,8 @@ def generate_with_attention(
     sums: list[torch.Tensor] = []
     # A looped model re-runs its blocks within one forward, and an HF cache would grow on every
     # repeated call: it recomputes the whole sequence each step instead (the same rows, slower).
-    cached = model.n_iterations == 1
-    with recording_attention(model, keep) as recorder:
+    cached = model.n_iterations == 1 and (loop is None or (loop.times or 1) == 1)
+    with recording_attention(model, keep, loop) as recorder:
         logits, past = recorder.forward(prompt_ids, use_cache=cached)  # [1, 1, d_vocab]
         sequence = prompt_ids
         for step in range(max_new_tokens):

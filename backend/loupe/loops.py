@@ -26,7 +26,8 @@ from .progress import checkpoint
 # A per-firing transform, applied inside the hook: (activation, hook_name) -> what to keep.
 Keep = Callable[[torch.Tensor, str], Any]
 
-MAX_TIMES = 16
+MAX_TIMES = 256  # the schema's bound; LOUPE_MAX_ITERATIONS sets the one a server accepts
+MAX_SEED = 2**31 - 1
 
 T = TypeVar("T")
 
@@ -38,6 +39,13 @@ class LoopSpec(BaseModel):
     start: int | None = Field(None, ge=0, description="First looped layer (plain models; default 0).")
     end: int | None = Field(None, ge=0, description="Last looped layer, inclusive (plain models; default the last).")
     times: int | None = Field(None, ge=1, le=MAX_TIMES, description="Iterations: how often the looped layers run.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the model's own random draws (Huginn's initial latent), for models that make any "
+        "(capability `seeded`); default 0, so the same request always gives the same result.",
+    )
 
 
 def _keep_detached(activation: torch.Tensor, name: str) -> torch.Tensor:
@@ -224,6 +232,29 @@ def _retrofit(blocks: Sequence[torch.nn.Module], start: int, end: int, times: in
                 object.__delattr__(blocks[layer], "forward")  # the class's forward shows through again
             else:
                 object.__setattr__(blocks[layer], "forward", forward)
+
+
+def seed_of(params: Any) -> int:
+    """The seed of a request's model-side random draws: its `loop.seed`, else 0."""
+    loop = getattr(params, "loop", None)
+    return 0 if loop is None or loop.seed is None else loop.seed
+
+
+@contextmanager
+def seeded(model: LoadedModel, seed: int) -> Iterator[None]:
+    """Every forward in the block draws the model's random numbers (Huginn's initial latent) from
+    a generator seeded with `seed` afresh per forward (architectures/__init__.py: `latent_seed`),
+    so an analysis' passes (an ablation's clean and ablated runs) share one draw. The caller holds
+    model.lock. A model that draws nothing is left as it is."""
+    owners = [module for module in model.bridge.original_model.modules() if hasattr(module, "latent_seed")]
+    saved = [owner.latent_seed for owner in owners]
+    for owner in owners:
+        owner.latent_seed = seed
+    try:
+        yield
+    finally:
+        for owner, value in zip(owners, saved):
+            owner.latent_seed = value
 
 
 @contextmanager

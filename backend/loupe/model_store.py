@@ -15,9 +15,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
 import torch
 
+from .architectures import native
+from .config import Settings
 from .errors import ModelUnavailable, TooLong, UnknownModel, Unsupported
 from .tokens import decoder_kind, token_texts
 from .verified import READOUT_MODEL_TYPES
@@ -66,6 +67,7 @@ class ModelEntry:
     has_tokenizer: bool = True
     encoder: bool = False  # bidirectional attention (ENCODER_TYPES, not configured as a decoder)
     has_unembedding: bool = True  # False for an encoder saved without its MLM head
+    draws_random: bool = False  # its forward draws random numbers (Huginn's initial latent): seeded per request
 
     @property
     def warnings(self) -> list[str]:
@@ -121,7 +123,8 @@ class ModelEntry:
         it exactly, `loop` for a natively looped model, `generating_lm` unless its loupe.json says
         `"generating_lm": false` (a task model, such as an adder, whose generations are no language)
         or it is an encoder; `encoder` for bidirectional attention, `causal_lm` for any other (next-token
-        prediction); `unembedding` unless it is an encoder without its MLM head."""
+        prediction); `unembedding` unless it is an encoder without its MLM head; `seeded` where its
+        forward draws random numbers, seeded by `loop.seed`."""
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
@@ -130,6 +133,7 @@ class ModelEntry:
             + (["generating_lm"] if self.loupe.get("generating_lm", True) and not self.encoder else [])
             + (["encoder"] if self.encoder else ["causal_lm"])
             + (["unembedding"] if self.has_unembedding else [])
+            + (["seeded"] if self.draws_random else [])
         )
 
     def public(self) -> dict:
@@ -157,6 +161,21 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
     layer_list = _first(text_config, _LAYER_LIST_KEYS)
     model_type = str(text_config.get("model_type") or config.get("model_type") or "")
     encoder = model_type in ENCODER_TYPES and not config.get("is_decoder", False)
+    shape = dict(
+        n_layers=int(_first(text_config, _LAYER_KEYS) or len(layer_list or ())),
+        n_heads=int(_first(text_config, _HEAD_KEYS, 0)),
+        n_iterations=int(_first(text_config, _ITERATION_KEYS, 1)),
+        n_ctx=int(_first(text_config, _CTX_KEYS, 0)),
+    )
+    draws_random = False
+    if (architecture := native(model_type)) is not None:  # Loupe's own classes: their facts, not key guesses
+        try:
+            facts = architecture.facts(config)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("skipping model dir %s: its %s config is incomplete: %s", path, model_type, exc)
+            return None
+        shape = dict(n_layers=facts.n_layers, n_heads=facts.n_heads, n_iterations=facts.n_iterations, n_ctx=facts.n_ctx)
+        draws_random = facts.draws_random
     return ModelEntry(
         id=model_id,
         source=source,
@@ -165,10 +184,11 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         encoder=encoder,
         has_unembedding=not encoder or any(arch.endswith(_MLM_CLASSES) for arch in config.get("architectures") or ()),
         has_tokenizer=any((path / name).is_file() for name in TOKENIZER_FILES),
-        n_layers=int(loupe.get("n_layers") or _first(text_config, _LAYER_KEYS) or len(layer_list or ())),
-        n_heads=int(_first(text_config, _HEAD_KEYS, 0)),
-        n_iterations=int(loupe.get("n_iterations") or _first(text_config, _ITERATION_KEYS, 1)),
-        n_ctx=int(_first(text_config, _CTX_KEYS, 0)),
+        n_layers=int(loupe.get("n_layers") or shape["n_layers"]),
+        n_heads=shape["n_heads"],
+        n_iterations=int(loupe.get("n_iterations") or shape["n_iterations"]),
+        n_ctx=shape["n_ctx"],
+        draws_random=draws_random,
         description=loupe.get("description") or f"{config.get('model_type', 'model')} from {path.name}",
         loupe=loupe,
     )
@@ -188,10 +208,9 @@ def _hub_entry(name: str) -> ModelEntry | None:
     entry = _entry_from_dir(name, "hub", Path(cached).parent)
     if entry is None:
         return None
-    snapshot = Path(cached).parent.name  # the commit the cached files belong to
-    return ModelEntry(
-        **{**entry.__dict__, "location": name, "description": f"Hugging Face hub: {name}", "loupe": {"revision": snapshot}}
-    )
+    snapshot = Path(cached).parent  # named after the commit the cached files belong to
+    loupe = {"revision": snapshot.name, "snapshot": str(snapshot)}
+    return ModelEntry(**{**entry.__dict__, "location": name, "description": f"Hugging Face hub: {name}", "loupe": loupe})
 
 
 def discover(settings: Settings) -> dict[str, ModelEntry]:
@@ -388,7 +407,10 @@ def boot(entry: ModelEntry, settings: Settings) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     loader = entry.loupe.get("loader", "transformers")
-    if loader == "looped":
+    if (architecture := native(entry.model_type)) is not None:
+        # Loupe's own classes read the folder (a hub model's cached snapshot); its auto_map never runs
+        bridge = architecture.boot(Path(entry.loupe.get("snapshot", entry.location)), device=settings.device)
+    elif loader == "looped":
         from .looped_model import boot_looped
 
         bridge = boot_looped(Path(entry.location), device=settings.device)

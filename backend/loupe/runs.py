@@ -24,6 +24,7 @@ from .db.tables import Analysis, Blob, now
 from .errors import AnalysisFailed, AppError, Interrupted, InvalidInput, NoPatterns, NotFound, NotReady, TooLong, UnknownAnalysis
 from .hashing import check_encodable
 from .jobs import JobRunner
+from .loops import LoopSpec, seed_of, seeded
 from .model_store import LoadedModel, ModelStore
 from .progress import Progress
 
@@ -91,8 +92,25 @@ class RunService:
                 raise InvalidInput(f"{spec.name} needs a non-empty `text`.")
             if len(text) > self.settings.max_tokens * MAX_CHARS_PER_TOKEN:
                 raise TooLong(f"The text has {len(text)} characters; the limit is {self.settings.max_tokens} tokens.")
+        valid = self._check_loop(model, valid)
         check_encodable({"text": text, "params": valid.model_dump(mode="json")})
         return Run(spec.key(model, self.store.revision(model), text, valid), spec, model, text, valid)
+
+    def _check_loop(self, model: str, params: BaseModel) -> BaseModel:
+        """The loop count within LOUPE_MAX_ITERATIONS; a seed only for a model that draws random
+        numbers, and there always one (0 unless given), so the key names the draw it shows."""
+        if "loop" not in type(params).model_fields:
+            return params
+        loop = params.loop
+        if loop is not None and loop.times is not None and loop.times > self.settings.max_iterations:
+            raise InvalidInput(f"loop.times is {loop.times}; this server runs at most {self.settings.max_iterations} iterations.")
+        draws = self.store.entry(model).draws_random
+        if not draws:
+            if loop is not None and loop.seed is not None:
+                raise InvalidInput(f"{model} draws no random numbers in its forward pass, so loop.seed would change nothing.")
+            return params
+        loop = (loop or LoopSpec()).model_copy(update={"seed": seed_of(params)})
+        return params.model_copy(update={"loop": loop})
 
     def submit(self, run: Run, client: str = "") -> Future | None:
         """Start computing `run` unless it is stored done (None) or already in flight (its future)."""
@@ -176,7 +194,8 @@ class RunService:
         if "attention" in spec.needs:
             require_attention(model)  # the loaded structure has the last word (hybrid stacks)
         require = partial(self._require, model, progress)
-        return spec.fn(model, params, Inputs(text=text, max_tokens=self.settings.max_tokens, progress=progress, require=require))
+        with seeded(model, seed_of(params)):
+            return spec.fn(model, params, Inputs(text=text, max_tokens=self.settings.max_tokens, progress=progress, require=require))
 
     def _require(self, model: LoadedModel, progress: Progress, name: str, params: BaseModel) -> dict:
         """Another analysis' result on `model` (its lock held by the caller): cached, or computed

@@ -224,3 +224,27 @@ def test_without_retrieval_heads_there_is_a_warning_and_no_signal(tiny_model):
     evaluation = hallucination_eval(tiny_model, HallucinationEvalParams(n_examples=10, max_facts=3, min_induction=1.0), Inputs()).result
     assert evaluation.warning and evaluation.retrieval_heads == []
     assert evaluation.signals["bos_retrieval"].auroc is None and evaluation.signals["bos_all"].auroc is not None
+
+
+def test_bos_per_loop_iteration_equals_the_patterns_of_the_generated_text(looped_model):
+    """On a looped model, with a loop count of its own: the BOS attention of each generated token's
+    query at every iteration equals the pattern of one plain forward over prompt + generated tokens."""
+    from loupe.capture import capture_patterns
+    from loupe.loops import LoopSpec
+
+    loop = LoopSpec(times=5)
+    params = HallucinationParams(max_new_tokens=4, top_k=2, min_induction=0, loop=loop)
+    result = _run(looped_model, hallucination, params, "12+34=")
+    assert result.n_iterations == 5 and len(result.bos_by_iteration[0]) == 5
+    sequence = torch.tensor([result.prompt_ids + result.token_ids[:-1]])
+    with looped_model.lock:
+        _, patterns = capture_patterns(looped_model, sequence, loop)  # [iteration, layer, batch, head, q, k]
+    n_prompt = len(result.prompt_ids)
+    for token in range(len(result.tokens)):
+        bos = patterns[:, :, 0, :, n_prompt - 1 + token, 0]  # [iteration, layer, head]
+        expected = bos.flatten(1).mean(-1)  # [iteration]
+        assert result.bos_by_iteration[token] == pytest.approx(expected.tolist(), abs=2e-4)
+        retrieval = {h % (result.n_layers * result.n_heads) for h in result.retrieval_heads}
+        picked = bos.flatten(1)[:, sorted(retrieval)].mean(-1)
+        assert result.signal_by_iteration[token] == pytest.approx(picked.tolist(), abs=2e-4)
+    assert len({round(v, 4) for v in result.bos_by_iteration[0]}) > 1  # the iterations differ

@@ -11,6 +11,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from ..generation import Generation, generate_with_attention
+from ..loops import LoopSpec
 from ..model_store import LoadedModel
 from .head_scores import HeadScoreParams
 from .registry import MAX_SEED, AnalysisOutput, Inputs, register, require_text, required_result, rounded, tensor_of
@@ -23,6 +24,10 @@ SIGNAL_FORMULAS = {
     "token (BOS excluded) / (that + mean attention per generated token so far); 1 for the first "
     "generated token (nothing generated to look back at), 0.5 for a head whose attention is all on BOS",
     "flagged": "signal >= threshold",
+    "signal_by_iteration": "at each loop iteration, attention to BOS of the query that predicts the token, averaged "
+    "over the retrieval heads' (layer, head) positions at that iteration",
+    "bos_by_iteration": "at each loop iteration, attention to BOS of the query that predicts the token, averaged "
+    "over every head of that iteration",
 }
 
 
@@ -36,6 +41,7 @@ class HallucinationParams(BaseModel):
         0.1, ge=0, le=1, description="Retrieval heads need at least this induction score (the best head always counts)"
     )
     threshold: float = Field(0.5, ge=0, le=1, description="A token is flagged when its signal reaches this")
+    loop: LoopSpec | None = Field(None, description="Loop count while generating, or a retrofit loop of a plain model.")
 
 
 class Hallucination(BaseModel):
@@ -60,6 +66,9 @@ class Hallucination(BaseModel):
     # [token][head] in `heads` order
     bos_by_head: list[list[float | None]]
     lookback_by_head: list[list[float | None]]
+    # [token][iteration]: the loop as an axis
+    signal_by_iteration: list[list[float | None]] | None = Field(description="None when there are no retrieval heads")
+    bos_by_iteration: list[list[float | None]]
 
 
 def head_labels(n_iterations: int, n_layers: int, n_heads: int) -> list[str]:
@@ -82,12 +91,12 @@ def lookback_ratio(generation: Generation) -> torch.Tensor:
     return torch.where(seen == 0, torch.ones_like(ratio), ratio)
 
 
-def induction_by_head(model: LoadedModel, inputs: Inputs) -> torch.Tensor:
+def induction_by_head(model: LoadedModel, inputs: Inputs, loop: LoopSpec | None = None) -> torch.Tensor:
     """Every head's induction score, flattened over [iteration, layer, head], from Loupe's head_scores
     on repeated random tokens (as long as the context allows, up to the default length): the
     cached head_scores analysis of those params, itself a permalink."""
     seq_len = min(HeadScoreParams().seq_len, (model.n_ctx - 1) // 2)
-    result = required_result(model, inputs, "head_scores", HeadScoreParams(seq_len=seq_len))
+    result = required_result(model, inputs, "head_scores", HeadScoreParams(seq_len=seq_len, loop=loop))
     return tensor_of(result["scores"]["induction"]).flatten()  # [iteration * layer * head]; NaN: no attention
 
 
@@ -114,11 +123,15 @@ def token_signals(generation: Generation, heads: torch.Tensor) -> dict[str, torc
     """Per generated token: BOS attention on `heads` (flat indices; None when there are none) and
     on all heads, and the all-heads lookback ratio, each [new]; plus per-head BOS and lookback,
     each [new, heads]."""
-    n_new = generation.bos.shape[0]
+    n_new, n_iterations = generation.bos.shape[:2]
     bos = generation.bos.reshape(n_new, -1)  # [new, iteration * layer * head]
     lookback = lookback_ratio(generation).reshape(n_new, -1)  # [new, iteration * layer * head]
+    per_iteration = generation.bos.reshape(n_new, n_iterations, -1)  # [new, iteration, layer * head]
+    positions = (heads % per_iteration.shape[-1]).unique()  # the retrieval heads' (layer, head), any iteration
     return {
         "signal": bos[:, heads].mean(-1) if len(heads) else None,
+        "signal_by_iteration": per_iteration[..., positions].mean(-1) if len(heads) else None,  # [new, iteration]
+        "bos_by_iteration": per_iteration.nanmean(-1),  # [new, iteration]
         "bos_all": bos.nanmean(-1),  # NaN: heads of layers without attention (hybrid stacks)
         "lookback_ratio": lookback.nanmean(-1),
         "bos_by_head": bos,
@@ -126,7 +139,7 @@ def token_signals(generation: Generation, heads: torch.Tensor) -> dict[str, torc
     }
 
 
-@register("hallucination", version=2, params=HallucinationParams, needs=("text", "generating_lm", "causal_lm", "attention"))
+@register("hallucination", version=3, params=HallucinationParams, needs=("text", "generating_lm", "causal_lm", "attention"))
 def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Inputs) -> AnalysisOutput:
     """Generates from the text (the prompt: context and question) with the KV cache and reports, for
     every generated token, the retrieval heads' attention to BOS (the signal; heads chosen by
@@ -134,7 +147,7 @@ def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Input
     signal reaches the threshold; per head, the token x head BOS and lookback matrices."""
     prompt_ids = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, prompt_pos]
     inputs.progress("scoring heads", 0.05)
-    induction = induction_by_head(model, inputs)
+    induction = induction_by_head(model, inputs, params.loop)
     heads = top_heads(induction, params.top_k, params.min_induction)
     inputs.progress("generating", 0.3)
     eos = model.tokenizer.eos_token_id
@@ -145,6 +158,7 @@ def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Input
         temperature=params.temperature if params.sample else None,
         seed=params.seed,
         stop_ids=() if eos is None else (eos,),
+        loop=params.loop,
     )
     signals = token_signals(generation, heads)
     n_iterations, n_layers, n_heads = generation.bos.shape[1:]
@@ -170,5 +184,7 @@ def hallucination(model: LoadedModel, params: HallucinationParams, inputs: Input
         flagged=None if signal is None else (signal >= params.threshold).tolist(),
         bos_by_head=rounded(signals["bos_by_head"]),
         lookback_by_head=rounded(signals["lookback_by_head"]),
+        signal_by_iteration=None if signal is None else rounded(signals["signal_by_iteration"]),
+        bos_by_iteration=rounded(signals["bos_by_iteration"]),
     )
     return AnalysisOutput(result=result)

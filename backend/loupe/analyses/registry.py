@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from ..errors import InvalidInput
 from ..codec import PatternStore
 from ..hashing import content_key
+from ..loops import MAX_SEED  # every seed param's bound (re-exported for the analyses)
 
 
 @dataclass
@@ -105,7 +106,6 @@ class AnalysisSpec:
 
 REGISTRY: dict[str, AnalysisSpec] = {}
 
-MAX_SEED = 2**31 - 1  # every seed param's bound: torch and numpy generators take it on every platform
 
 
 def register(

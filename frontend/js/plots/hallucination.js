@@ -26,7 +26,7 @@ export const card = {
 
 /** No view state of its own in the URL. */
 export const keys = {};
-/** Generation runs the model as it is: no iteration slider. */
+/** Every iteration is shown at once (signal per loop iteration): no iteration slider. */
 export const usesIteration = false;
 
 export const view = `
@@ -42,6 +42,11 @@ export const view = `
     <p class="formula"><span class="field-label">Signal</span> <span data-role="hal-formula"></span></p>
     <p class="formula"><span class="field-label">All heads' BOS</span> <span data-role="hal-formula-bos"></span></p>
     <p class="formula"><span class="field-label">Lookback ratio</span> <span data-role="hal-formula-lookback"></span></p>
+  </div>
+  <div class="card" data-role="hal-loop-card" hidden>
+    <div class="card-head"><h2>Signal per loop iteration</h2><span class="hint">does the model stop parking on BOS as it loops?</span></div>
+    <div id="hal-iterations" data-testid="hal-iterations" class="plot"></div>
+    <p class="formula"><span class="field-label">Per iteration</span> <span data-role="hal-formula-iterations"></span></p>
   </div>
   <div class="card">
     <div class="card-head"><h2>Attention to BOS: head × token</h2><span class="hint">★ retrieval heads</span></div>
@@ -156,6 +161,25 @@ function headHeatmap(el, result, chart) {
   return draw(el, [trace], layout, { ...chart, part: "bos-heads" });
 }
 
+function iterationHeatmap(el, result, chart) {
+  const bySignal = Boolean(result.signal_by_iteration); // else every head's BOS (no retrieval heads)
+  const rows = bySignal ? result.signal_by_iteration : result.bos_by_iteration; // [token][iteration]
+  const y = Array.from({ length: result.n_iterations }, (_, i) => `iteration ${i}`);
+  const trace = {
+    type: "heatmap", z: y.map((_, i) => rows.map((row) => row[i])), x: tokenLabels(result.tokens), y,
+    zmin: 0, zmax: 1, colorscale: "Reds", xgap: 1, ygap: 1,
+    colorbar: { thickness: 12, outlinewidth: 0, title: { text: bySignal ? "signal" : "BOS" } },
+    hovertemplate: `%{y}, %{x}: ${bySignal ? "signal" : "all heads' BOS"} %{z:.3f}<extra></extra>`,
+  };
+  const layout = {
+    margin: { l: 80, r: 16, t: 8, b: 64 },
+    xaxis: { type: "category", tickangle: -40, automargin: true, showgrid: false },
+    yaxis: { type: "category", autorange: "reversed", showgrid: false },
+  };
+  el.style.height = `${Math.max(180, Math.min(520, 90 + result.n_iterations * 22))}px`;
+  return draw(el, [trace], layout, { ...chart, part: "signal-iterations" });
+}
+
 /** Fill the hallucination view `el`. */
 export function render(el, result, { chart } = {}) {
   const warning = el.querySelector("[data-role=hal-warning]");
@@ -168,4 +192,11 @@ export function render(el, result, { chart } = {}) {
   el.querySelector("[data-role=hal-formula-lookback]").textContent = result.formulas.lookback_ratio;
   signalChart(el.querySelector("#hal-signal"), result, chart);
   headHeatmap(el.querySelector("#hal-heads"), result, chart);
+  const looped = result.n_iterations > 1;
+  el.querySelector("[data-role=hal-loop-card]").hidden = !looped;
+  if (looped) {
+    el.querySelector("[data-role=hal-formula-iterations]").textContent =
+      result.formulas[result.signal_by_iteration ? "signal_by_iteration" : "bos_by_iteration"];
+    iterationHeatmap(el.querySelector("#hal-iterations"), result, chart);
+  }
 }

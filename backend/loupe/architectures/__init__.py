@@ -1,0 +1,40 @@
+"""Loupe's own implementations of looped architectures whose published code is remote code that
+transformers 5 no longer runs (Ouro, Huginn/Raven).
+
+A folder or hub snapshot whose config.json names one of MODEL_TYPES loads with Loupe's classes,
+written from the published equations and reading the published config keys and tensor names;
+whatever its `auto_map` says, its own code never runs. Each module provides:
+
+- `facts(config: dict) -> Facts`: what /api/models lists, from config.json alone;
+- `boot(path: Path, device: str) -> TransformerBridge`: the model, wrapped by a bridge whose
+  `blocks` are every layer in the order the forward runs them (so each block's hooks fire once per
+  iteration, as loops.py counts them).
+
+A model whose forward draws random numbers (Huginn's initial latent) reads the HF module attribute
+`latent_seed`: Loupe sets it under the model's lock (loops.seeded), and every forward then draws
+from a generator seeded with it, so the same request gives the same result.
+"""
+
+from dataclasses import dataclass
+from importlib import import_module
+from types import ModuleType
+
+# config.json `model_type` -> the module of this package that implements it
+MODEL_TYPES = {"ouro": "ouro", "huginn_raven": "huginn"}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a native architecture's config says, in Loupe's terms."""
+
+    n_layers: int  # every layer the forward runs, in order (Huginn: prelude + core + coda)
+    n_heads: int
+    n_iterations: int  # the default loop count (Ouro: total_ut_steps; Huginn: mean_recurrence)
+    n_ctx: int
+    draws_random: bool = False  # the forward draws random numbers (seeded through `latent_seed`)
+
+
+def native(model_type: str) -> ModuleType | None:
+    """The module implementing `model_type`, or None when transformers' own classes load it."""
+    name = MODEL_TYPES.get(model_type)
+    return import_module(f"{__name__}.{name}") if name else None
