@@ -75,6 +75,15 @@ function showCards() {
   }
   $("prompt-card").hidden = !text;
   $("loop-card").hidden = !loop;
+  // A natively looped model takes only its loop count; one that draws random numbers, a seed too.
+  const capabilities = model?.capabilities ?? [];
+  const native = capabilities.includes("loop");
+  for (const label of document.querySelectorAll("#loop-card [data-role=retrofit]")) label.hidden = native;
+  document.querySelector("#loop-card [data-role=seeded]").hidden = !capabilities.includes("seeded");
+  document.querySelector("#loop-card [data-role=loop-hint]").textContent = native
+    ? `Applies to every run that takes a loop. ${model.id} loops natively: Times is its loop count (trained: ${model.n_iterations}).` +
+      (capabilities.includes("seeded") ? " Its forward draws random numbers (an initial state): Seed fixes them." : "")
+    : "Applies to every run that takes a loop. A plain model repeats layers Start..End Times times.";
 }
 
 const storesPatterns = (name) => types?.get(name)?.stores_patterns ?? false;
@@ -84,8 +93,8 @@ const storesPatterns = (name) => types?.get(name)?.stores_patterns ?? false;
 /** `params.loop` from the Loop card: {} when it is empty (the model as it is). */
 function loopParams() {
   const loop = {};
-  for (const [key, id] of [["start", "loop-start"], ["end", "loop-end"], ["times", "loop-times"]]) {
-    if ($(id).value !== "") loop[key] = Number($(id).value);
+  for (const [key, id] of [["start", "loop-start"], ["end", "loop-end"], ["times", "loop-times"], ["seed", "loop-seed"]]) {
+    if ($(id).value !== "" && !$(id).closest("label").hidden) loop[key] = Number($(id).value);
   }
   return Object.keys(loop).length ? { loop } : {};
 }
@@ -111,6 +120,7 @@ function restoreInputs(analysis) {
     $("loop-start").value = loop.start ?? "";
     $("loop-end").value = loop.end ?? "";
     $("loop-times").value = loop.times ?? "";
+    $("loop-seed").value = loop.seed ?? "";
   }
   BY_NAME.get(analysis.analysis).restore(forms.get(analysis.analysis), analysis);
 }
