@@ -103,14 +103,26 @@ def run_recording(
 
 def iterations_of(counts: Sequence[int]) -> int:
     """The iteration count of a pass from how often each layer's hook fired: layers in a loop
-    fire K times; in a retrofit loop the layers outside it fire once (their single firing is the
-    same activation at every iteration); a layer without attention in a hybrid stack never fires
-    an attention hook. Any other unevenness is an error."""
+    fire K times; in a retrofit loop (or Huginn's prelude and coda) the layers outside it fire
+    once (their single firing is the same activation at every iteration); a stack that runs once
+    every few iterations (HRM's slow H stack, once per L_cycles runs of the fast L stack) fires a
+    divisor of K times; a layer without attention in a hybrid stack never fires an attention hook.
+    Any other unevenness is an error."""
     fired = [count for count in counts if count]
     n_iterations = max(fired, default=0)
-    if n_iterations == 0 or any(count not in (1, n_iterations) for count in fired):
+    if n_iterations == 0 or any(n_iterations % count for count in fired):
         raise RuntimeError(f"hooks fired unevenly across layers: {sorted(set(counts))}")
     return n_iterations
+
+
+def firing_at(count: int, n_iterations: int, iteration: int) -> int | None:
+    """Which of a layer's `count` firings (see iterations_of) shows at `iteration`: the one of that
+    iteration; a single firing at every iteration; for a stack that runs every `stride` iterations,
+    its run at the end of each stride and None (nothing ran) in between."""
+    if count in (n_iterations, 1):
+        return iteration if count == n_iterations else 0
+    stride = n_iterations // count
+    return iteration // stride if (iteration + 1) % stride == 0 else None
 
 
 def nan_like(value: Any) -> Any:
@@ -137,10 +149,12 @@ def by_iteration(
         counts[layer] += 1
     n_iterations = iterations_of(counts)
     example = next(iter(kept.values()))
-    return [
-        [kept[iteration if counts[layer] > 1 else 0, layer] if counts[layer] else missing(example) for layer in range(n_layers)]
-        for iteration in range(n_iterations)
-    ]
+
+    def cell(iteration: int, layer: int) -> T:
+        firing = firing_at(counts[layer], n_iterations, iteration) if counts[layer] else None
+        return missing(example) if firing is None else kept[firing, layer]
+
+    return [[cell(iteration, layer) for layer in range(n_layers)] for iteration in range(n_iterations)]
 
 
 def stack_by_iteration(kept: Mapping[tuple[int, int], Mapping[str, Any]], n_layers: int) -> dict[str, torch.Tensor]:
@@ -151,10 +165,11 @@ def stack_by_iteration(kept: Mapping[tuple[int, int], Mapping[str, Any]], n_laye
 
 
 def stack_iterations(firings: dict[str, list[torch.Tensor]], hook_names: Sequence[str]) -> torch.Tensor:
-    """[iteration, layer, ...] from per-layer firing lists; a single firing repeats at every iteration."""
-    n_iterations = iterations_of([len(firings[name]) for name in hook_names])
-    per_layer = [torch.stack(firings[name] * (n_iterations // len(firings[name]))) for name in hook_names]
-    return torch.stack(per_layer, dim=1)  # [iteration, layer, ...]
+    """[iteration, layer, ...] from per-layer firing lists, placed as by_iteration places them (NaN
+    where a layer's stack did not run)."""
+    kept = {(firing, layer): value for layer, name in enumerate(hook_names) for firing, value in enumerate(firings[name])}
+    grid = by_iteration(kept, len(hook_names))  # [iteration][layer]
+    return torch.stack([torch.stack(row) for row in grid])  # [iteration, layer, ...]
 
 
 def _native_loop_owner(model: LoadedModel) -> Any | None:
@@ -176,6 +191,8 @@ def loop_layers(model: LoadedModel, spec: LoopSpec | None) -> tuple[int, int]:
 
 def _validate(model: LoadedModel, spec: LoopSpec) -> None:
     native = _native_loop_owner(model) is not None
+    if model.entry.fixed_loop and (spec.start, spec.end, spec.times) != (None, None, None):
+        raise InvalidInput(f"{model.id}'s loop is set by its config ({model.n_iterations} iterations); run it without `loop`.")
     if native and (spec.start is not None or spec.end is not None):
         raise InvalidInput(f"{model.id} loops natively over all its layers; set only loop.times.")
     start, end = loop_layers(model, spec)
@@ -281,13 +298,13 @@ def looping(model: LoadedModel, spec: LoopSpec | None, native: bool = False) -> 
         yield
         return
     start, end = loop_layers(model, spec)
-    blocks = [block.original_component for block in model.bridge.blocks] if native else model.bridge.blocks
+    blocks = [block.original_component for block in model.blocks] if native else model.blocks
     with _retrofit(blocks, start, end, spec.times):
         yield
 
 
 def resid_hook_names(model: LoadedModel) -> list[str]:
-    return [f"blocks.{layer}.hook_resid_post" for layer in range(model.n_layers)]
+    return [f"{name}.hook_resid_post" for name in model.block_names]
 
 
 def capture_residuals(

@@ -31,6 +31,8 @@ _CTX_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "
 _LAYER_LIST_KEYS = ("layers_block_type", "layer_types", "block_types")  # one entry per layer
 # Files that hold a tokenizer (fast, SentencePiece, BPE or WordPiece vocabularies).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
+# TransformerLens' lists of blocks, in the order Loupe numbers their layers (HRM's fast L stack, then its slow H stack).
+BLOCK_LISTS = ("blocks", "L_blocks", "H_blocks")
 # Model types with no attention at all (state-space and RNN models): nothing to capture.
 ATTENTION_FREE = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv"})
 _ITERATION_KEYS = ("n_iterations", "total_ut_steps")
@@ -68,6 +70,8 @@ class ModelEntry:
     encoder: bool = False  # bidirectional attention (ENCODER_TYPES, not configured as a decoder)
     has_unembedding: bool = True  # False for an encoder saved without its MLM head
     draws_random: bool = False  # its forward draws random numbers (Huginn's initial latent): seeded per request
+    fixed_loop: bool = False  # its loop is set by its config alone (HRM's cycles)
+    exit_gate: bool = False  # it decides per token when to stop looping (Ouro's exit gate)
 
     @property
     def warnings(self) -> list[str]:
@@ -104,6 +108,12 @@ class ModelEntry:
                 "embeddings), so nothing reads its residual stream out as tokens.",
                 code="no_unembedding",
             )
+        if need == "exit_gate" and not self.exit_gate:
+            return Unsupported(
+                f"{self.id} has no exit gate: it does not decide per token when to stop looping (Ouro does); "
+                "the logit lens and probes show what each iteration would answer.",
+                code="no_exit_gate",
+            )
         return self.attention_refusal if need == "attention" else None
 
     @property
@@ -124,7 +134,8 @@ class ModelEntry:
         `"generating_lm": false` (a task model, such as an adder, whose generations are no language)
         or it is an encoder; `encoder` for bidirectional attention, `causal_lm` for any other (next-token
         prediction); `unembedding` unless it is an encoder without its MLM head; `seeded` where its
-        forward draws random numbers, seeded by `loop.seed`."""
+        forward draws random numbers, seeded by `loop.seed`; `exit_gate` where the model itself decides
+        when to stop looping (Ouro)."""
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
@@ -134,6 +145,7 @@ class ModelEntry:
             + (["encoder"] if self.encoder else ["causal_lm"])
             + (["unembedding"] if self.has_unembedding else [])
             + (["seeded"] if self.draws_random else [])
+            + (["exit_gate"] if self.exit_gate else [])
         )
 
     def public(self) -> dict:
@@ -144,6 +156,7 @@ class ModelEntry:
             "n_heads": self.n_heads,
             "n_iterations": self.n_iterations,
             "n_ctx": self.n_ctx,
+            "fixed_loop": self.fixed_loop,
             "description": self.description,
             "capabilities": self.capabilities,
             "warnings": self.warnings,
@@ -167,7 +180,7 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         n_iterations=int(_first(text_config, _ITERATION_KEYS, 1)),
         n_ctx=int(_first(text_config, _CTX_KEYS, 0)),
     )
-    draws_random = False
+    draws_random = exit_gate = fixed_loop = False
     if (architecture := native(model_type)) is not None:  # Loupe's own classes: their facts, not key guesses
         try:
             facts = architecture.facts(config)
@@ -175,7 +188,7 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
             log.warning("skipping model dir %s: its %s config is incomplete: %s", path, model_type, exc)
             return None
         shape = dict(n_layers=facts.n_layers, n_heads=facts.n_heads, n_iterations=facts.n_iterations, n_ctx=facts.n_ctx)
-        draws_random = facts.draws_random
+        draws_random, exit_gate, fixed_loop = facts.draws_random, facts.exit_gate, facts.fixed_loop
     return ModelEntry(
         id=model_id,
         source=source,
@@ -189,6 +202,8 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         n_iterations=int(loupe.get("n_iterations") or shape["n_iterations"]),
         n_ctx=shape["n_ctx"],
         draws_random=draws_random,
+        exit_gate=exit_gate,
+        fixed_loop=fixed_loop,
         description=loupe.get("description") or f"{config.get('model_type', 'model')} from {path.name}",
         loupe=loupe,
     )
@@ -266,13 +281,24 @@ class LoadedModel:
         return self.entry.id
 
     @cached_property
+    def block_names(self) -> list[str]:
+        """The bridge's name of each of Loupe's layers: `blocks.{i}`; for a model of several stacks
+        (HRM: the fast L stack, then the slow H stack) every stack's blocks in turn."""
+        return [f"{stack}.{i}" for stack in BLOCK_LISTS for i in range(len(getattr(self.bridge, stack, ())))]
+
+    @cached_property
+    def blocks(self) -> list[torch.nn.Module]:
+        """The bridge's block component of each layer, in `block_names` order."""
+        return [self.bridge.get_submodule(name) for name in self.block_names]
+
+    @cached_property
     def attention_modules(self) -> dict[int, torch.nn.Module]:
         """layer -> the HF attention module of every layer that has one: the module the bridge's
         `attn` component wraps, or else (a hybrid block the bridge maps without one, as
         RecurrentGemma's temporal block) the block's own `…Attention` submodule. Whether Loupe's
         capture is exact on it is the fast path's allow-list's to say (capture.NATIVE_MODEL_TYPES)."""
         modules = {}
-        for layer, block in enumerate(getattr(self.bridge, "blocks", [])):
+        for layer, block in enumerate(self.blocks):
             if hasattr(block, "attn"):
                 modules[layer] = block.attn.original_component
             elif (found := _attention_submodule(block.original_component)) is not None:
@@ -291,10 +317,10 @@ class LoadedModel:
         if (refusal := self.entry.attention_refusal) is not None:
             return refusal
         kind = self.entry.model_type or type(self.bridge.original_model).__name__
-        if not hasattr(self.bridge, "blocks"):
+        if not self.blocks:
             return Unsupported(
-                f"{kind} has no single stack of layers (e.g. HRM's two-level L/H stacks), which Loupe's "
-                "layer x head views cannot show yet; the logit lens reads its residual stream.",
+                f"TransformerLens' bridge for {kind} exposes no stack of layers ({', '.join(BLOCK_LISTS)}), "
+                "so Loupe has no layer x head attention to show.",
                 code="unsupported_architecture",
             )
         if not self.attention_layers:
@@ -331,7 +357,7 @@ class LoadedModel:
 
     @property
     def n_layers(self) -> int:
-        return int(self.bridge.cfg.n_layers)
+        return len(self.block_names) or int(self.bridge.cfg.n_layers)
 
     @property
     def n_heads(self) -> int:
@@ -379,7 +405,7 @@ class LoadedModel:
 
     def pattern_hook_names(self) -> dict[int, str]:
         """layer -> the bridge's pattern hook, for every layer with attention."""
-        return {layer: f"blocks.{layer}.attn.hook_pattern" for layer in self.attention_layers}
+        return {layer: f"{self.block_names[layer]}.attn.hook_pattern" for layer in self.attention_layers}
 
 
 def _attention_submodule(block: torch.nn.Module) -> torch.nn.Module | None:

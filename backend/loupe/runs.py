@@ -104,7 +104,13 @@ class RunService:
         loop = params.loop
         if loop is not None and loop.times is not None and loop.times > self.settings.max_iterations:
             raise InvalidInput(f"loop.times is {loop.times}; this server runs at most {self.settings.max_iterations} iterations.")
-        draws = self.store.entry(model).draws_random
+        entry = self.store.entry(model)
+        if entry.fixed_loop and loop is not None and (loop.start, loop.end, loop.times) != (None, None, None):
+            raise InvalidInput(
+                f"{model} loops natively, and its loop is set by its config ({entry.n_iterations} iterations: HRM's "
+                "H_cycles x L_cycles), not by a loop count; run it without `loop`."
+            )
+        draws = entry.draws_random
         if not draws:
             if loop is not None and loop.seed is not None:
                 raise InvalidInput(f"{model} draws no random numbers in its forward pass, so loop.seed would change nothing.")

@@ -74,10 +74,12 @@ function showCards() {
     loop ||= shown && (type?.takes_loop ?? true);
   }
   $("prompt-card").hidden = !text;
-  $("loop-card").hidden = !loop;
-  // A natively looped model takes only its loop count; one that draws random numbers, a seed too.
+  // A natively looped model takes only its loop count (none where its config fixes it: HRM's cycles);
+  // one that draws random numbers, a seed too.
   const capabilities = model?.capabilities ?? [];
   const native = capabilities.includes("loop");
+  $("loop-card").hidden = !loop || (Boolean(model?.fixed_loop) && !capabilities.includes("seeded"));
+  $("loop-times").closest("label").hidden = Boolean(model?.fixed_loop);
   for (const label of document.querySelectorAll("#loop-card [data-role=retrofit]")) label.hidden = native;
   document.querySelector("#loop-card [data-role=seeded]").hidden = !capabilities.includes("seeded");
   document.querySelector("#loop-card [data-role=loop-hint]").textContent = native

@@ -44,7 +44,7 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def _run(model: LoadedModel, tokens: torch.Tensor, loop: LoopSpec | None, hook: Callable) -> torch.Tensor:
     """Logits [batch, pos, d_vocab] of one pass with `hook(layer)` on every layer's hook_z."""
     model.require_bridge()
-    hooks = [(f"blocks.{layer}.attn.hook_z", hook(layer)) for layer in model.attention_layers]
+    hooks = [(f"{model.block_names[layer]}.attn.hook_z", hook(layer)) for layer in model.attention_layers]
     with torch.inference_mode(), looping(model, loop):
         return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, reset_hooks_end=True, use_cache=False)
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, model_validator
 from ..errors import InvalidInput
 from ..loops import LoopSpec, capture_residuals, loop_layers, looping, readout, run_recording
 from ..model_store import LoadedModel
+from .exit_gate import gate_of
 from .datasets import BUILT_IN, MAX_ROWS, Dataset, Row, check_rows
 from .registry import MAX_SEED, AnalysisOutput, Inputs, register
 
@@ -71,6 +72,9 @@ class Probes(BaseModel):
     label_tokens: dict[str, str]
     task_accuracy: list[float] | None
     n_task_rows: int
+    # models with an exit gate (Ouro): where the model itself would stop looping, at the read position
+    exit_pdf: list[float] | None = Field(None, description="[iteration] mean over rows of the probability of exiting at that step.")
+    expected_exit_step: float | None = Field(None, description="Mean over rows of the expected exit step (from 1).")
 
 
 def resolve_dataset(params: ProbeParams) -> Dataset:
@@ -148,6 +152,24 @@ def read_residuals(
     return features  # [iteration, layer, row, d_model]
 
 
+def exit_gate_at(
+    model: LoadedModel, tokens: list[torch.Tensor], position: int, loop: LoopSpec | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own exit gate at `position` of every text: (exit pdf [iteration, row], expected
+    exit step [row])."""
+    lengths = [len(t) for t in tokens]
+    pdf: torch.Tensor | None = None
+    expected = torch.zeros(len(tokens))
+    for batch in _batches(lengths, lambda i: lengths[i], model.bridge.cfg.d_vocab):
+        index = position % lengths[batch[0]]
+        gate = gate_of(model, torch.stack([tokens[i] for i in batch]), loop)
+        if pdf is None:
+            pdf = torch.zeros(gate["exit_pdf"].shape[0], len(tokens))
+        pdf[:, batch] = gate["exit_pdf"][:, :, index]
+        expected[batch] = gate["expected_exit_step"][:, index]
+    return pdf, expected
+
+
 def task_accuracy(
     model: LoadedModel, rows: list[Row], loop: LoopSpec | None, max_tokens: int, progress: Callable[[float], None]
 ) -> tuple[list[float] | None, int]:
@@ -164,7 +186,7 @@ def task_accuracy(
     if not items:
         return None, 0
     readout_layer = loop_layers(model, loop)[1]
-    name = f"blocks.{readout_layer}.hook_resid_post"
+    name = f"{model.block_names[readout_layer]}.hook_resid_post"
     correct: torch.Tensor | None = None
     for batch in _batches([len(f) for f, _ in items], lambda i: (len(items[i][0]), items[i][1]), model.bridge.cfg.d_vocab):
         full = torch.stack([items[i][0] for i in batch])  # [batch, pos]
@@ -214,7 +236,8 @@ def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisO
     a standardized logistic regression per (iteration, layer), scored by stratified k-fold CV
     (fixed seed), predicts the label. Self-verification: whether the early exit (final norm +
     unembedding of the last looped layer's residual) ranks the label's own token above the other
-    labels' tokens. Task accuracy: rows with `prompt` and `answer`, exact match at each early exit."""
+    labels' tokens. Task accuracy: rows with `prompt` and `answer`, exact match at each early exit.
+    With an exit gate (Ouro): the mean probability of the model exiting at each step, read there."""
     dataset = resolve_dataset(params)
     rows = dataset.rows
     labels = sorted({row.label for row in rows})
@@ -239,6 +262,7 @@ def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisO
         inputs.progress("task accuracy", 0.4 + 0.1 * done["task"])
 
     task, n_task = task_accuracy(model, rows, params.loop, inputs.max_tokens, task_progress)
+    gate = exit_gate_at(model, tokens, params.position, params.loop) if model.entry.exit_gate else None
     scores = fit_probes(features, y, params.folds, params.seed, lambda f: inputs.progress("fitting probes", 0.5 + 0.5 * f))
     counts = {label: int((y == i).sum()) for i, label in enumerate(labels)}
     return AnalysisOutput(
@@ -264,5 +288,7 @@ def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisO
             label_tokens={label: dataset.label_tokens.get(label, label) for label in labels},
             task_accuracy=None if task is None else [round(v, 4) for v in task],
             n_task_rows=n_task,
+            exit_pdf=None if gate is None else [round(v, 4) for v in gate[0].mean(-1).tolist()],
+            expected_exit_step=None if gate is None else round(float(gate[1].mean()), 4),
         )
     )

@@ -41,13 +41,14 @@ class AnalysisOutput:
 # captures exactly), `tokenizer`, `readout` (an early exit verified to be the model's own output
 # head: verified.READOUT_MODEL_TYPES), `loop` (a natively looped model), `generating_lm` (a language
 # model whose generations mean something), `causal_lm` (predicts the next token: every model but an
-# encoder), `unembedding` (reads its residual out as tokens: all but an encoder without its MLM head).
+# encoder), `unembedding` (reads its residual out as tokens: all but an encoder without its MLM head),
+# `exit_gate` (the model decides per token when to stop looping: Ouro).
 INPUT_NEEDS = ("text", "labelled_data")
-MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm", "causal_lm", "unembedding")
+MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm", "causal_lm", "unembedding", "exit_gate")
 # The model needs the server enforces, refusing with a 422 before computing: without them the
 # analysis cannot be computed exactly. (`loop` and `generating_lm` only say where a view means
 # something; the page shows the card where they hold.)
-ENFORCED_NEEDS = ("attention", "tokenizer", "readout", "causal_lm", "unembedding")
+ENFORCED_NEEDS = ("attention", "tokenizer", "readout", "causal_lm", "unembedding", "exit_gate")
 
 
 @dataclass(frozen=True)

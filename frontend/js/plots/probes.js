@@ -102,6 +102,9 @@ function summary(result, layer) {
   ];
   if (result.self_verification_accuracy) parts.push(`· self-verification ${result.self_verification_accuracy[last].toFixed(3)}`);
   if (result.task_accuracy) parts.push(`· task ${result.task_accuracy[last].toFixed(3)}`);
+  if (result.expected_exit_step !== null && result.expected_exit_step !== undefined) {
+    parts.push(`· the exit gate stops at step ${result.expected_exit_step.toFixed(2)} on average (iteration ${(result.expected_exit_step - 1).toFixed(2)})`);
+  }
   parts.push(`· chance ${result.chance.toFixed(2)}.`);
   if (result.self_verification_note) parts.push(result.self_verification_note);
   return parts.join(" ");
@@ -138,6 +141,16 @@ function curve(el, result, layer, chart) {
       mode: "lines+markers",
       line: { color: COLORS.green, width: 2, dash: "dot" },
       hovertemplate: "iteration %{x}: task %{y:.3f}<extra></extra>",
+    });
+  }
+  if (result.exit_pdf) { // the model's own exit gate (Ouro): where it would stop looping
+    traces.unshift({
+      name: "p(exit at this iteration)",
+      type: "bar",
+      x,
+      y: result.exit_pdf,
+      marker: { color: COLORS.purple, opacity: 0.25 },
+      hovertemplate: "iteration %{x}: the gate exits here with p %{y:.3f}<extra></extra>",
     });
   }
   const layout = {
