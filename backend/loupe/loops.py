@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 from pydantic import BaseModel, Field
 
-from .errors import InvalidInput
+from .errors import InvalidInput, Unsupported
 from .model_store import LoadedModel
 from .progress import checkpoint
 
@@ -66,7 +66,7 @@ def run_recording(
     model.lock: hooks are global state on the model. Hooks are removed even on error.
     """
     model.require_bridge()
-    if (refusal := model.entry.refusal("readout")) is not None:  # the residual path is verified with the readout
+    if (refusal := model.entry.refusal("readout")) is not None:  # the residual path is verified with the readout (or own exit)
         raise refusal
     firings: dict[str, list[Any]] = {name: [] for name in hook_names}
     # TransformerBridge's attention modules keep their last float32 pattern in `_pattern` (all
@@ -181,8 +181,14 @@ def _native_loop_owner(model: LoadedModel) -> Any | None:
 
 
 def loop_layers(model: LoadedModel, spec: LoopSpec | None) -> tuple[int, int]:
-    """(start, end) of the looped layers, inclusive: all layers for a natively looped or plain model."""
-    if spec is None or _native_loop_owner(model) is not None:
+    """(start, end) of the looped layers, inclusive: all layers for a plain model or one whose whole
+    stack loops; a natively looped model with layers outside its loop (Huginn's prelude and coda)
+    names them as its loop owner's `looped_layers`."""
+    owner = _native_loop_owner(model)
+    if owner is not None and getattr(owner, "looped_layers", None) is not None:
+        start, end = owner.looped_layers
+        return int(start), int(end)
+    if spec is None or owner is not None:
         return 0, model.n_layers - 1
     start = 0 if spec.start is None else spec.start
     end = model.n_layers - 1 if spec.end is None else spec.end
@@ -322,12 +328,31 @@ def capture_residuals(
     return logits, stack_iterations(firings, names).float()  # [iteration, layer, batch, n, d_model]
 
 
+def exit_logits(model: LoadedModel, tokens: torch.Tensor, positions: torch.Tensor, loop: LoopSpec | None = None) -> torch.Tensor:
+    """[iteration, batch, n, d_vocab] float32: what the model would say at `positions` had it stopped
+    after each iteration: its own exit (`exit_logits` of a model whose early exit is more than norm
+    and unembedding, as Huginn's coda), else the early exit (`readout`) of the last looped layer."""
+    if model.entry.own_exit:
+        with torch.inference_mode(), looping(model, loop):
+            return model.bridge.original_model.exit_logits(tokens)[:, :, positions].float()
+    name = f"{model.block_names[loop_layers(model, loop)[1]]}.hook_resid_post"
+    with looping(model, loop):
+        _, firings = run_recording(model, tokens, [name], keep=lambda act, _: act[:, positions].detach().clone())
+    return readout(model, torch.stack(firings[name]))
+
+
 def readout(model: LoadedModel, resid: torch.Tensor) -> torch.Tensor:
     """Early exit: logits [..., d_vocab] from residuals [..., d_model] through the model's own
     final norm and unembedding (the model's output when given its last layer's residual).
     Unsupported (422) for a model type on which that is not verified to be its own head."""
     if (refusal := model.entry.refusal("readout")) is not None:
         raise refusal
+    if model.entry.own_exit:
+        raise Unsupported(
+            f"{model.id}'s early exit is more than its final norm and unembedding (Huginn runs its coda after "
+            "the recurrence), so a single layer's residual is not read out; its own exit after each iteration is.",
+            code="unverified_readout",
+        )
     with torch.inference_mode():
         if model.entry.encoder:  # the whole MLM head (dense, activation, norm, decoder): the bridge's ln_final is only its norm
             return _mlm_head(model.bridge.original_model)(resid.to(model.bridge.cfg.dtype)).float()

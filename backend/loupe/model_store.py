@@ -71,6 +71,7 @@ class ModelEntry:
     has_unembedding: bool = True  # False for an encoder saved without its MLM head
     draws_random: bool = False  # its forward draws random numbers (Huginn's initial latent): seeded per request
     fixed_loop: bool = False  # its loop is set by its config alone (HRM's cycles)
+    own_exit: bool = False  # its early exit is its own method (Huginn's coda), read only after each iteration
     exit_gate: bool = False  # it decides per token when to stop looping (Ouro's exit gate)
 
     @property
@@ -82,7 +83,7 @@ class ModelEntry:
 
     def refusal(self, need: str) -> "Unsupported | None":
         """Why an enforced need (registry ENFORCED_NEEDS) does not hold, as far as the files tell."""
-        if need == "readout" and self.model_type not in READOUT_MODEL_TYPES:
+        if need == "readout" and self.model_type not in READOUT_MODEL_TYPES and not self.own_exit:
             return Unsupported(
                 f"The early exit of {self.model_type or self.id} (final norm, then unembedding) is not verified to be "
                 "its own output head: some heads scale or soft-cap their logits or add layers, and an early exit "
@@ -139,7 +140,7 @@ class ModelEntry:
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
-            + (["readout"] if self.model_type in READOUT_MODEL_TYPES else [])
+            + (["readout"] if self.model_type in READOUT_MODEL_TYPES or self.own_exit else [])
             + (["loop"] if self.n_iterations > 1 else [])
             + (["generating_lm"] if self.loupe.get("generating_lm", True) and not self.encoder else [])
             + (["encoder"] if self.encoder else ["causal_lm"])
@@ -180,7 +181,7 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         n_iterations=int(_first(text_config, _ITERATION_KEYS, 1)),
         n_ctx=int(_first(text_config, _CTX_KEYS, 0)),
     )
-    draws_random = exit_gate = fixed_loop = False
+    draws_random = exit_gate = fixed_loop = own_exit = False
     if (architecture := native(model_type)) is not None:  # Loupe's own classes: their facts, not key guesses
         try:
             facts = architecture.facts(config)
@@ -188,7 +189,7 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
             log.warning("skipping model dir %s: its %s config is incomplete: %s", path, model_type, exc)
             return None
         shape = dict(n_layers=facts.n_layers, n_heads=facts.n_heads, n_iterations=facts.n_iterations, n_ctx=facts.n_ctx)
-        draws_random, exit_gate, fixed_loop = facts.draws_random, facts.exit_gate, facts.fixed_loop
+        draws_random, exit_gate, fixed_loop, own_exit = facts.draws_random, facts.exit_gate, facts.fixed_loop, facts.own_exit
     return ModelEntry(
         id=model_id,
         source=source,
@@ -204,6 +205,7 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         draws_random=draws_random,
         exit_gate=exit_gate,
         fixed_loop=fixed_loop,
+        own_exit=own_exit,
         description=loupe.get("description") or f"{config.get('model_type', 'model')} from {path.name}",
         loupe=loupe,
     )

@@ -4,9 +4,9 @@ import torch
 from pydantic import BaseModel, Field
 
 from ..errors import InvalidInput
-from ..loops import LoopSpec, capture_residuals, loop_layers, readout
+from ..loops import LoopSpec, capture_residuals, exit_logits, loop_layers, readout
 from ..model_store import LoadedModel
-from .registry import AnalysisOutput, Inputs, register, require_text
+from .registry import AnalysisOutput, Inputs, register, require_text, rounded
 
 
 class LogitLensParams(BaseModel):
@@ -28,8 +28,18 @@ class LogitLens(BaseModel):
     top_probs: list[list[list[float]]]
     # what the text itself continues with, when `position` is not the last token
     next_token: str | None
-    next_token_prob: list[list[float]] | None = Field(description="[iteration][layer] probability of `next_token`.")
-    next_token_rank: list[list[int]] | None = Field(description="[iteration][layer] its rank, 0 = top.")
+    next_token_prob: list[list[float | None]] | None = Field(description="[iteration][layer] probability of `next_token`.")
+    next_token_rank: list[list[int | None]] | None = Field(description="[iteration][layer] its rank, 0 = top.")
+    exit_only: bool = Field(
+        False,
+        description="Only the exit layer is read (the model's own exit is more than norm and unembedding, as "
+        "Huginn's coda); the other layers' cells are empty.",
+    )
+
+
+def _where_read(grid: list[list], read: list[list[bool]], empty: object) -> list[list]:
+    """[iteration][layer] cells of `grid`, `empty` where the layer is not read."""
+    return [[cell if ok else empty for cell, ok in zip(row, oks)] for row, oks in zip(grid, read)]
 
 
 @register("logit_lens", version=1, params=LogitLensParams, needs=("text", "readout", "unembedding", "causal_lm"))
@@ -44,9 +54,16 @@ def logit_lens(model: LoadedModel, params: LogitLensParams, inputs: Inputs) -> A
         raise InvalidInput(f"position {params.position} is outside the text's {n_pos} tokens.")
     index = params.position % n_pos
     inputs.progress("forward", 0.1)
-    _, resid = capture_residuals(model, tokens, torch.tensor([index]), params.loop)  # [iteration, layer, 1, 1, d_model]
-    inputs.progress("decoding", 0.7)
-    probs = readout(model, resid[:, :, 0, 0]).softmax(-1)  # [iteration, layer, d_vocab]
+    start, end = loop_layers(model, params.loop)
+    if model.entry.own_exit:  # the model's own exit, at the exit layer only: NaN elsewhere
+        exits = exit_logits(model, tokens, torch.tensor([index]), params.loop)[:, 0, 0]  # [iteration, d_vocab]
+        probs = torch.full((exits.shape[0], model.n_layers, exits.shape[-1]), float("nan"))
+        probs[:, end] = exits.softmax(-1)
+    else:
+        _, resid = capture_residuals(model, tokens, torch.tensor([index]), params.loop)  # [iteration, layer, 1, 1, d_model]
+        inputs.progress("decoding", 0.7)
+        probs = readout(model, resid[:, :, 0, 0]).softmax(-1)  # [iteration, layer, d_vocab]
+    read = (~probs[..., 0].isnan()).tolist()  # [iteration][layer]: False where the layer is not read
     top = probs.topk(params.top_k, dim=-1)  # each [iteration, layer, k]
     ids = top.indices.tolist()
     next_token = next_prob = next_rank = None
@@ -54,9 +71,9 @@ def logit_lens(model: LoadedModel, params: LogitLensParams, inputs: Inputs) -> A
         target = int(tokens[0, index + 1])
         next_token = model.str_tokens(tokens[0, index + 1 : index + 2])[0]
         target_prob = probs[..., target]  # [iteration, layer]
-        next_prob = target_prob.round(decimals=5).tolist()
-        next_rank = (probs > target_prob[..., None]).sum(-1).tolist()
-    start, end = loop_layers(model, params.loop)
+        next_prob = rounded(target_prob, 5)
+        next_rank = _where_read((probs > target_prob[..., None]).sum(-1).tolist(), read, None)
+    ids, values = _where_read(ids, read, []), _where_read(rounded(top.values, 5), read, [])
     decode = model.tokenizer.decode
     return AnalysisOutput(
         result=LogitLens(
@@ -68,9 +85,10 @@ def logit_lens(model: LoadedModel, params: LogitLensParams, inputs: Inputs) -> A
             loop_layers=[start, end],
             top_tokens=[[[decode([i]) for i in layer] for layer in iteration] for iteration in ids],
             top_token_ids=ids,
-            top_probs=top.values.round(decimals=5).tolist(),
+            top_probs=values,
             next_token=next_token,
             next_token_prob=next_prob,
             next_token_rank=next_rank,
+            exit_only=model.entry.own_exit,
         )
     )

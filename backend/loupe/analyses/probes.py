@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from ..errors import InvalidInput
-from ..loops import LoopSpec, capture_residuals, loop_layers, looping, readout, run_recording
+from ..loops import LoopSpec, capture_residuals, exit_logits, loop_layers, readout
 from ..model_store import LoadedModel
 from .exit_gate import gate_of
 from .datasets import BUILT_IN, MAX_ROWS, Dataset, Row, check_rows
@@ -152,6 +152,29 @@ def read_residuals(
     return features  # [iteration, layer, row, d_model]
 
 
+def label_exits(
+    model: LoadedModel,
+    tokens: list[torch.Tensor],
+    position: int,
+    loop: LoopSpec | None,
+    resid: torch.Tensor,
+    label_ids: torch.Tensor,
+) -> torch.Tensor:
+    """[iteration, row, label]: the early exit's logit of each label's token at `position`, from the
+    residuals read there (resid [iteration, row, d_model]), or from the model's own exit where it is
+    more than norm and unembedding (Huginn's coda: more forward passes)."""
+    if not model.entry.own_exit:
+        logits = readout(model, resid)  # [iteration, row, d_vocab]
+        return logits.gather(-1, label_ids.expand(logits.shape[0], -1, -1))
+    lengths = [len(t) for t in tokens]
+    exits = torch.zeros(resid.shape[0], len(tokens), label_ids.shape[1])
+    for batch in _batches(lengths, lambda i: lengths[i], model.bridge.cfg.d_vocab):
+        index = torch.tensor([position % lengths[batch[0]]])
+        logits = exit_logits(model, torch.stack([tokens[i] for i in batch]), index, loop)[:, :, 0]  # [iteration, batch, d_vocab]
+        exits[:, batch] = logits.gather(-1, label_ids[batch].expand(logits.shape[0], -1, -1))
+    return exits
+
+
 def exit_gate_at(
     model: LoadedModel, tokens: list[torch.Tensor], position: int, loop: LoopSpec | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,16 +208,12 @@ def task_accuracy(
             items.append((full, len(prompt)))
     if not items:
         return None, 0
-    readout_layer = loop_layers(model, loop)[1]
-    name = f"{model.block_names[readout_layer]}.hook_resid_post"
     correct: torch.Tensor | None = None
     for batch in _batches([len(f) for f, _ in items], lambda i: (len(items[i][0]), items[i][1]), model.bridge.cfg.d_vocab):
         full = torch.stack([items[i][0] for i in batch])  # [batch, pos]
         start = items[batch[0]][1]
         reads = torch.arange(start - 1, full.shape[1] - 1)  # positions predicting each answer token
-        with looping(model, loop):
-            _, firings = run_recording(model, full, [name], keep=lambda act, _: act[:, reads].detach().clone())
-        exits = readout(model, torch.stack(firings[name]))  # [iteration, batch, n_answer, d_vocab]
+        exits = exit_logits(model, full, reads, loop)  # [iteration, batch, n_answer, d_vocab]
         right = (exits.argmax(-1) == full[:, start:]).all(-1)  # [iteration, batch]
         correct = right.sum(1) if correct is None else correct + right.sum(1)
         progress(len(batch) / len(items))
@@ -251,8 +270,7 @@ def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisO
     label_ids, note = label_ids_in_context(model, [row.text for row in rows], labels, dataset.label_tokens)  # [row, label]
     verification = None
     if label_ids is not None:
-        logits = readout(model, features[:, end])  # [iteration, row, d_vocab]
-        exits = logits.gather(-1, label_ids.expand(logits.shape[0], -1, -1))  # [iteration, row, label]
+        exits = label_exits(model, tokens, params.position, params.loop, features[:, end], label_ids)  # [iteration, row, label]
         verification = (exits.argmax(-1) == torch.from_numpy(y)).float().mean(-1).tolist()  # [iteration]
 
     done = {"task": 0.0}

@@ -38,6 +38,7 @@ class Facts:
     n_iterations: int  # the default loop count (Ouro: total_ut_steps; Huginn: mean_recurrence)
     n_ctx: int
     draws_random: bool = False  # the forward draws random numbers (seeded through `latent_seed`)
+    own_exit: bool = False  # its own early exit is more than final norm + unembedding (Huginn: the coda): `exit_logits`
     fixed_loop: bool = False  # its loop is set by its config alone (HRM's cycles): no `loop.times`
     exit_gate: bool = False  # the model decides per token when to stop looping (Ouro): HF method `exit_gate`
 

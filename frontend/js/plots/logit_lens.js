@@ -41,6 +41,13 @@ function cell(result, iteration, layer) {
   const tokens = result.top_tokens[iteration][layer];
   const probs = result.top_probs[iteration][layer];
   td.className = "lens-cell";
+  td.dataset.iteration = iteration;
+  td.dataset.layer = layer;
+  if (!tokens.length) { // a layer this model's own exit does not read (Huginn: only after its core)
+    td.textContent = "·";
+    td.title = "Not read: this model's exit runs after the looped layers only.";
+    return td;
+  }
   td.style.background = `rgba(37, 99, 235, ${(0.08 + 0.8 * probs[0]).toFixed(3)})`;
   if (probs[0] > 0.55) td.style.color = "#ffffff";
   const token = document.createElement("span");
