@@ -71,15 +71,19 @@ class ModelEntry:
     has_unembedding: bool = True  # False for an encoder saved without its MLM head
     draws_random: bool = False  # its forward draws random numbers (Huginn's initial latent): seeded per request
     fixed_loop: bool = False  # its loop is set by its config alone (HRM's cycles)
+    remote_code: bool = False  # its config maps to code shipped in its folder (auto_map) and Loupe has no classes of its own for it
     own_exit: bool = False  # its early exit is its own method (Huginn's coda), read only after each iteration
     exit_gate: bool = False  # it decides per token when to stop looping (Ouro's exit gate)
 
     @property
     def warnings(self) -> list[str]:
         """What a researcher should know before choosing this model."""
-        if self.has_tokenizer:
-            return []
-        return [f"No tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …) in its folder: analyses of a text are refused."]
+        warnings = []
+        if not self.has_tokenizer:
+            warnings.append(f"No tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …) in its folder: analyses of a text are refused.")
+        if self.remote_code:
+            warnings.append("Runs code shipped in its folder (config.json auto_map): it loads only with LOUPE_TRUST_REMOTE_CODE=1.")
+        return warnings
 
     def refusal(self, need: str) -> "Unsupported | None":
         """Why an enforced need (registry ENFORCED_NEEDS) does not hold, as far as the files tell."""
@@ -206,6 +210,7 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         exit_gate=exit_gate,
         fixed_loop=fixed_loop,
         own_exit=own_exit,
+        remote_code=bool(config.get("auto_map")) and architecture is None,
         description=loupe.get("description") or f"{config.get('model_type', 'model')} from {path.name}",
         loupe=loupe,
     )
@@ -498,6 +503,19 @@ class ModelStore:
         entry = self.entries().get(model_id)
         if entry is None:
             raise UnknownModel(f"Unknown model {model_id!r}. GET /api/models lists the available ones.")
+        return entry
+
+    def require_loadable(self, model_id: str) -> ModelEntry:
+        """The entry, or Unsupported (422) when this server will not load it: code shipped in its
+        folder, with LOUPE_TRUST_REMOTE_CODE off (said before any work, not as a failed load)."""
+        entry = self.entry(model_id)
+        if entry.remote_code and not self.settings.trust_remote_code:
+            raise Unsupported(
+                f"{model_id} ({entry.model_type or 'its architecture'}) runs code shipped in its folder (config.json "
+                "auto_map), and this server does not run remote code; set LOUPE_TRUST_REMOTE_CODE=1 to allow it. "
+                "(Ouro, Huginn and HRM-Text load with Loupe's or transformers' own classes, without it.)",
+                code="remote_code",
+            )
         return entry
 
     def get(self, model_id: str) -> LoadedModel:

@@ -82,7 +82,7 @@ class RunService:
         """A Run for a request, or the AppError saying what is wrong with it (before any work)."""
         spec = spec_of(analysis)
         valid = validate_params(spec, params)
-        self.store.entry(model)
+        self.store.require_loadable(model)
         for need in spec.enforced_needs:
             if (refusal := self.store.refusal(model, need)) is not None:
                 raise refusal
