@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from loupe.architectures import huginn, native
 from loupe.capture import capture_patterns
 from loupe.config import Settings
+from loupe import loops
 from loupe.loops import LoopSpec, looping, seeded
 from loupe.model_store import LoadedModel, ModelStore, _entry_from_dir
 
@@ -119,10 +120,10 @@ def test_published_names_load_strictly(folder, tmp_path):
 def test_facts_and_config_keys(folder):
     config = json.loads((folder / "config.json").read_text())
     assert native("huginn_raven") is huginn
-    assert huginn.facts(config) == huginn.Facts(n_layers=4, n_heads=4, n_iterations=N_STEPS, n_ctx=64, draws_random=True)
+    assert huginn.facts(config) == huginn.Facts(n_layers=4, n_heads=4, n_iterations=N_STEPS, n_ctx=64, draws_random=True, own_exit=True)
     hub = {"model_type": "huginn_raven", "n_embd": 5280, "num_attention_heads": 55, "n_layers": 8, "block_size": 4096,
            "n_layers_in_prelude": 2, "n_layers_in_recurrent_block": 4, "n_layers_in_coda": 2, "mean_recurrence": 32}  # fmt: skip
-    assert huginn.facts(hub) == huginn.Facts(n_layers=8, n_heads=55, n_iterations=32, n_ctx=4096, draws_random=True)
+    assert huginn.facts(hub) == huginn.Facts(n_layers=8, n_heads=55, n_iterations=32, n_ctx=4096, draws_random=True, own_exit=True)
     for key, value in (("injection_type", "add"), ("state_init", "zero"), ("test_time_noise", 0.1)):
         with pytest.raises(ValueError):
             huginn.facts({**config, key: value})
@@ -158,6 +159,18 @@ def test_exit_logits_are_each_steps_coda_readout(model, tokens, ref):
     assert exits.shape == (N_STEPS, 2, 9, 300)
     assert max(per_iteration(exits, ref.exits)) < TOL
     assert (exits[-1] - ref.logits).abs().max() < TOL  # the last exit is the model's output
+
+
+def test_loupes_exit_and_residuals_read_the_reference(model, tokens, ref):
+    positions = torch.tensor([2, 8])
+    with model.lock, seeded(model, SEED):
+        exits = loops.exit_logits(model, tokens, positions)  # [iteration, batch, n, d_vocab]
+        _, resid = loops.capture_residuals(model, tokens, positions)  # [iteration, layer, batch, n, d_model]
+        with pytest.raises(Exception, match="coda"):
+            loops.readout(model, resid[:, -1])  # norm + unembedding is not Huginn's exit
+    assert loops.loop_layers(model, None) == (PRELUDE, PRELUDE + CORE - 1)
+    assert max(per_iteration(exits, ref.exits[:, :, positions])) < TOL
+    assert max(per_iteration(resid[:, PRELUDE + CORE - 1], ref.latents[:, :, positions])) < TOL
 
 
 def test_resid_post_fires_every_time_a_block_runs(model, tokens, ref):

@@ -292,8 +292,8 @@ class _Run:
 
 
 class HuginnModel(nn.Module):
-    """Embedding, the flat layer list, the adapter and ln_f; owns the loop (`total_ut_steps`) and the
-    initial latent's seed (`latent_seed`: None draws from the global RNG, as published)."""
+    """Embedding, the flat layer list, the adapter and ln_f; owns the loop (`total_ut_steps`, over
+    `looped_layers`) and the initial latent's seed (`latent_seed`: None draws from the global RNG, as published)."""
 
     def __init__(self, config: HuginnConfig):
         super().__init__()
@@ -307,6 +307,7 @@ class HuginnModel(nn.Module):
         self.latent_seed: int | None = None
         p, r = config.n_layers_in_prelude, config.n_layers_in_recurrent_block
         self.prelude, self.core, self.coda = range(p), range(p, p + r), range(p + r, config.n_layers)
+        self.looped_layers = (p, p + r - 1)  # first and last core layer (loops.loop_layers reads it)
 
     def prepare(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
@@ -543,6 +544,7 @@ def facts(config: dict) -> Facts:
         n_iterations=parsed.mean_recurrence,
         n_ctx=parsed.block_size,
         draws_random=True,
+        own_exit=True,  # its early exit runs the coda: `exit_logits`, not final norm + unembedding
     )
 
 
