@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from loupe import model_store
+from loupe import loops, model_store
 from loupe.architectures import native, ouro
 from loupe.capture import capture_patterns
 from loupe.config import Settings
@@ -172,6 +172,9 @@ def test_generic_early_exit_equals_the_reference_per_step_logits(model, tokens, 
     exits = readout(model, resid[:, -1])  # [iteration, batch, pos, d_vocab]
     assert max(per_iteration(exits, ref["step_logits"])) < TOL
     assert (logits - ref["logits"]).abs().max() < TOL
+    with model.lock:
+        per_step = loops.exit_logits(model, tokens, positions)  # what analyses read: Ouro's exit is norm + unembed
+    assert not model.entry.own_exit and max(per_iteration(per_step, ref["step_logits"])) < TOL
 
 
 def test_exit_gate_equals_reference(model, tokens, ref):
@@ -298,6 +301,7 @@ def test_model_store_boots_the_folder_without_remote_code(folder, tmp_path, monk
     entry = store.entry("local/ourotiny")
     assert (entry.model_type, entry.n_layers, entry.n_heads, entry.n_iterations) == ("ouro", 2, 4, N_ITERATIONS)
     assert {"loop", "attention", "exit_gate", "causal_lm"} <= set(entry.capabilities)
+    assert not entry.remote_code and entry.warnings == []  # its auto_map is never needed
     loaded_model = store.get("local/ourotiny")
     assert type(loaded_model.bridge.original_model) is ouro.OuroForCausalLM
     with loaded_model.lock:
