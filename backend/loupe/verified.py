@@ -11,7 +11,7 @@ a plain forward's logits). Anything else takes the model's own path, or is refus
 NATIVE_MODEL_TYPES = frozenset(
     """afmoe apertus arcee bert bitnet bloom codegen cohere cohere2 deepseek_v2 deepseek_v3 ernie4_5 ernie4_5_moe
     exaone4 falcon falcon_h1 flex_olmo gemma gemma2 gemma3_text gemma4_text glm glm4 glm4_moe
-    glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe granitemoehybrid hrm_text hunyuan_v1_dense jais2
+    glm4_moe_lite gpt2 gpt_bigcode gpt_neo gpt_neox gpt_oss gptj granite granitemoe granitemoehybrid hrm_text huginn_raven hunyuan_v1_dense jais2
     jetmoe laguna llama llama4_text minimax_m2 ministral3 mistral mixtral modernbert-decoder mpt nanochat
     nemotron olmo olmo2 olmo3 olmoe openai-gpt opt phi phi3 qwen2 qwen2_moe qwen3 qwen3_moe recurrent_gemma roberta seed_oss smollm3
     stablelm starcoder2 vaultgemma xglm youtu""".split()
