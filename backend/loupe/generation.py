@@ -93,7 +93,11 @@ def generate_with_attention(
     sums: list[torch.Tensor] = []
     # A looped model re-runs its blocks within one forward, and an HF cache would grow on every
     # repeated call: it recomputes the whole sequence each step instead (the same rows, slower).
-    cached = model.n_iterations == 1 and (loop is None or (loop.times or 1) == 1)
+    cached = (
+        model.n_iterations == 1
+        and (loop is None or (loop.times or 1) == 1)
+        and getattr(model.bridge.adapter, "supports_kv_cache", True)  # Loupe's looped classes keep none
+    )
     with recording_attention(model, keep, loop) as recorder:
         logits, past = recorder.forward(prompt_ids, use_cache=cached)  # [1, 1, d_vocab]
         sequence = prompt_ids

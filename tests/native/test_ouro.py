@@ -50,13 +50,6 @@ def per_iteration(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return [float((x - y).abs().max()) for x, y in zip(a, b)]
 
 
-@pytest.fixture
-def readout_verified(monkeypatch):
-    """Loupe's generic early exit reads only allow-listed model types (verified.READOUT_MODEL_TYPES);
-    these tests are what verifies Ouro's."""
-    monkeypatch.setattr(model_store, "READOUT_MODEL_TYPES", model_store.READOUT_MODEL_TYPES | {"ouro"})
-
-
 def test_saved_folder_has_the_published_layout(folder):
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "ouro" and config["architectures"] == ["OuroForCausalLM"]
@@ -165,7 +158,7 @@ def test_exit_logits_equal_the_reference_per_step_logits(model, tokens, ref):
     assert (ref["step_logits"][0] - ref["step_logits"][-1]).abs().max() > 0.5 * ref["step_logits"].abs().max()  # steps differ
 
 
-def test_generic_early_exit_equals_the_reference_per_step_logits(model, tokens, ref, readout_verified):
+def test_generic_early_exit_equals_the_reference_per_step_logits(model, tokens, ref):
     positions = torch.arange(tokens.shape[1])
     with model.lock:
         logits, resid = capture_residuals(model, tokens, positions)  # resid [iteration, layer, batch, pos, d_model]
@@ -188,7 +181,7 @@ def test_exit_gate_equals_reference(model, tokens, ref):
 
 
 @pytest.mark.parametrize("times", [1, 2, 5])
-def test_loop_count_set_by_loupe_runs_that_many_steps(model, folder, tokens, times, readout_verified):
+def test_loop_count_set_by_loupe_runs_that_many_steps(model, folder, tokens, times):
     expected = reference(folder, tokens, n_iterations=times)
     with model.lock:
         logits, patterns = capture_patterns(model, tokens, loop=LoopSpec(times=times), native=True)

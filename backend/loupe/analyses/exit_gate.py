@@ -3,7 +3,8 @@
 Ouro reads a gate after every loop step: λ_t, the probability of stopping at step t if it got there.
 The probability of exiting at step t is then λ_t · Π_{s<t} (1 − λ_s), the last step taking what is
 left; its mean is the expected exit step, and at inference the model stops at the first step whose
-cumulative probability reaches `early_exit_threshold`. All of these are computed by the model's
+cumulative probability reaches `early_exit_threshold` (as published, in the model's own dtype: at
+1.0 a token whose probabilities already sum to 1 in that dtype stops early). All of these are computed by the model's
 own code (architectures/ouro.py). Beside them, what the model would answer after each step (its own
 per-step exit) and the step from which that answer no longer changes: does the gate stop the loop
 where the answer is already there?
@@ -31,8 +32,11 @@ class ExitGate(BaseModel):
     exit_cdf: list[list[float]] = Field(description="The probability of having exited by each step.")
     # [pos]
     expected_exit_step: list[float] = Field(description="Σ_t t · pdf_t, steps counted from 1.")
-    threshold: float | None = Field(description="The model's early_exit_threshold, if its config sets one.")
-    threshold_exit_step: list[int] | None = Field(description="The first step (from 1) whose cdf reaches the threshold.")
+    threshold: float | None = Field(description="The model's early_exit_threshold (None: it always runs every step).")
+    output_step: list[int] = Field(
+        description="The step (from 1) the model's own output comes from: the first whose cdf reaches the threshold "
+        "(or the model's fixed exit step), by its own rule and in its own dtype."
+    )
     # [iteration][pos]: the model's own answer after each step
     top_tokens: list[list[str]]
     top_probs: list[list[float]]
@@ -41,7 +45,8 @@ class ExitGate(BaseModel):
 
 def gate_of(model: LoadedModel, tokens: torch.Tensor, loop: LoopSpec | None) -> dict[str, torch.Tensor]:
     """The model's own exit gate over tokens [batch, pos]: `exit_lambda`, `exit_pdf` [iteration,
-    batch, pos] and `expected_exit_step` [batch, pos] (architectures/__init__.py). Caller holds the lock."""
+    batch, pos], `expected_exit_step` and `exit_iteration` [batch, pos] (architectures/ouro.py).
+    Caller holds the lock."""
     with torch.inference_mode(), looping(model, loop):
         return {name: value.float() for name, value in model.bridge.original_model.exit_gate(tokens).items()}
 
@@ -57,19 +62,13 @@ def settled(top: torch.Tensor) -> torch.Tensor:
 @register("exit_gate", version=1, params=ExitGateParams, needs=("text", "exit_gate", "loop"))
 def exit_gate(model: LoadedModel, params: ExitGateParams, inputs: Inputs) -> AnalysisOutput:
     """Per token and loop step: the exit gate's probability of stopping, the probability of
-    exiting there, the expected exit step and the step Ouro's threshold rule stops at, beside the
+    exiting there, the expected exit step and the step Ouro's output comes from, beside the
     model's own answer after each step and the step from which it stops changing."""
     tokens = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, pos]
     inputs.progress("gate", 0.1)
     gate = gate_of(model, tokens, params.loop)
     pdf = gate["exit_pdf"][:, 0]  # [iteration, pos]
-    cdf = pdf.cumsum(0)  # [iteration, pos]
-    threshold = getattr(model.bridge.original_model.config, "early_exit_threshold", None)
-    stops = None
-    if threshold is not None:
-        reached = cdf >= float(threshold) - 1e-6  # the last step always reaches 1
-        reached[-1] = True
-        stops = (reached.float().argmax(0) + 1).tolist()  # [pos]
+    threshold = getattr(model.bridge.original_model, "early_exit_threshold", None)
     inputs.progress("exits", 0.5)
     with torch.inference_mode(), looping(model, params.loop):
         probs = model.bridge.original_model.exit_logits(tokens)[:, 0].float().softmax(-1)  # [iteration, pos, d_vocab]
@@ -82,10 +81,10 @@ def exit_gate(model: LoadedModel, params: ExitGateParams, inputs: Inputs) -> Ana
             n_iterations=pdf.shape[0],
             exit_lambda=rounded(gate["exit_lambda"][:, 0]),
             exit_pdf=rounded(pdf),
-            exit_cdf=rounded(cdf),
+            exit_cdf=rounded(pdf.cumsum(0)),
             expected_exit_step=rounded(gate["expected_exit_step"][0]),
             threshold=None if threshold is None else float(threshold),
-            threshold_exit_step=stops,
+            output_step=(gate["exit_iteration"][0].long() + 1).tolist(),
             top_tokens=[[decode([i]) for i in row] for row in top.indices.tolist()],
             top_probs=rounded(top.values),
             settled_step=settled(top.indices).tolist(),

@@ -1,7 +1,7 @@
 // The `exit_gate` analysis (models that decide when to stop looping: Ouro): no fields of its own (it
 // reads the prompt and the Loop card), and its view: the probability of exiting at each step for
-// every token (step x token heatmap), with each token's expected exit step, the step the model's
-// threshold rule stops at, and the step from which its answer no longer changes drawn over it.
+// every token (step x token heatmap), with each token's expected exit step, the step its output comes
+// from (its threshold rule), and the step from which its answer no longer changes drawn over it.
 
 import { COLORS, draw, renderTokens, tokenLabels } from "../plotting.js";
 
@@ -45,9 +45,8 @@ function summary(result) {
   const n = result.tokens.length;
   const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
   const early = result.settled_step.filter((step, i) => step < result.expected_exit_step[i]).length;
-  const rule = result.threshold_exit_step
-    ? ` Threshold ${result.threshold}: stops at step ${mean(result.threshold_exit_step).toFixed(2)} on average.`
-    : "";
+  const rule = ` Its output comes from step ${mean(result.output_step).toFixed(2)} on average` +
+    (result.threshold === null ? " (no threshold: the last)." : ` (threshold ${result.threshold}).`);
   return `${n} tokens, ${result.n_iterations} steps. Expected exit step ${mean(result.expected_exit_step).toFixed(2)} on average; ` +
     `the answer settles at step ${mean(result.settled_step).toFixed(2)}; at ${early} of ${n} tokens it settles before the expected exit.${rule}`;
 }
@@ -71,7 +70,7 @@ export function render(el, result, { chart } = {}) {
   });
   const traces = [heatmap, marks("expected exit step", result.expected_exit_step, COLORS.red, "diamond"),
     marks("answer settles", result.settled_step, COLORS.green, "circle-open")];
-  if (result.threshold_exit_step) traces.push(marks(`threshold ${result.threshold}`, result.threshold_exit_step, COLORS.purple, "x"));
+  traces.push(marks("output step", result.output_step, COLORS.purple, "x"));
   const layout = {
     margin: { l: 56, r: 16, t: 8, b: 64 },
     xaxis: { type: "category", tickangle: -40, automargin: true, showgrid: false },
