@@ -39,9 +39,25 @@ def hybrid_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def loupe_url(model_dir, looped_model_dir, long_model_dir, hybrid_model_dir, tmp_path_factory):
+def native_loop_dir(tmp_path_factory):
+    """A LOUPE_MODEL_DIRS folder holding `ouro` (3 steps, an exit gate) and `huginn` (a seeded initial
+    latent, 4 steps), tiny and saved as their hubs lay them out (auto_map included)."""
+    from loupe.architectures import ouro
+
+    from ..native.test_huginn import build as build_huginn
+    from ..tiny_models import _tokenizer
+
+    root = tmp_path_factory.mktemp("native_loop_dirs")
+    ouro.save_published(ouro.tiny(0, n_iterations=3), root / "ouro", _tokenizer())
+    build_huginn(root / "huginn")
+    return root
+
+
+@pytest.fixture(scope="session")
+def loupe_url(model_dir, looped_model_dir, long_model_dir, hybrid_model_dir, native_loop_dir, tmp_path_factory):
     """Base URL of `python -m loupe` on a free port, serving `local/gpt2tiny` (the default),
-    `local/loopedtiny` (3 loop iterations), `local/gpt2long`, `local/jamba` (a hybrid stack), and the shipped `induction-2l` and
+    `local/loopedtiny` (3 loop iterations), `local/gpt2long`, `local/jamba` (a hybrid stack), `local/ouro` and
+    `local/huginn` (looped in Loupe's own classes), and the shipped `induction-2l` and
     `looped-add` (for cards that follow capabilities), with an empty cache."""
     root = tmp_path_factory.mktemp("e2e_server")
     (root / "zoo").mkdir()
@@ -49,7 +65,7 @@ def loupe_url(model_dir, looped_model_dir, long_model_dir, hybrid_model_dir, tmp
         (root / "zoo" / name).symlink_to(SHIPPED / name, target_is_directory=True)
     env = {
         "LOUPE_DATA_DIR": str(root / "data"),
-        "LOUPE_MODEL_DIRS": f"{model_dir},{looped_model_dir},{long_model_dir},{hybrid_model_dir}",
+        "LOUPE_MODEL_DIRS": f"{model_dir},{looped_model_dir},{long_model_dir},{hybrid_model_dir},{native_loop_dir}",
         "LOUPE_ZOO_DIR": str(root / "zoo"),  # two shipped models; the default is set below, not the zoo's
         "LOUPE_DEFAULT_MODEL": "local/gpt2tiny",
         "LOUPE_HUB_MODELS": "",
