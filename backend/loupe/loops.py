@@ -14,11 +14,13 @@ applied to the residual after the last looped layer of each iteration.
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
 from pydantic import BaseModel, Field
 
+from .architectures import native
 from .errors import InvalidInput, Unsupported
 from .model_store import LoadedModel
 from .progress import checkpoint
@@ -331,10 +333,13 @@ def capture_residuals(
 def exit_logits(model: LoadedModel, tokens: torch.Tensor, positions: torch.Tensor, loop: LoopSpec | None = None) -> torch.Tensor:
     """[iteration, batch, n, d_vocab] float32: what the model would say at `positions` had it stopped
     after each iteration: its own exit (`exit_logits` of a model whose early exit is more than norm
-    and unembedding, as Huginn's coda), else the early exit (`readout`) of the last looped layer."""
+    and unembedding, as Huginn's coda, or of its architecture module, as HRM's; NaN after an
+    iteration it does not exit from), else the early exit (`readout`) of the last looped layer."""
     if model.entry.own_exit:
+        hf = model.bridge.original_model
+        own = getattr(hf, "exit_logits", None) or partial(native(model.entry.model_type).exit_logits, hf)
         with torch.inference_mode(), looping(model, loop):
-            return model.bridge.original_model.exit_logits(tokens)[:, :, positions].float()
+            return own(tokens)[:, :, positions].float()
     name = f"{model.block_names[loop_layers(model, loop)[1]]}.hook_resid_post"
     with looping(model, loop):
         _, firings = run_recording(model, tokens, [name], keep=lambda act, _: act[:, positions].detach().clone())

@@ -15,7 +15,6 @@ from loupe.capture import capture_patterns
 from loupe.config import Settings
 from loupe.model_store import ModelStore
 
-from ..conftest import refused
 from ..tiny_models import _tokenizer
 
 H_CYCLES, L_CYCLES, PER_STACK, N_HEADS = 2, 3, 2, 4
@@ -95,5 +94,36 @@ def test_views_through_the_api(client_over, hrm_dir):
     assert all(value is not None for value in induction[L_CYCLES - 1][PER_STACK])
     body = {"analysis": "attention", "model": "local/hrm", "text": TEXT, "params": {"loop": {"times": 2}}}
     assert "set by its config" in client.post("/api/analyses", json=body).json()["error"]
-    lens = client.post("/api/analyses", json={"analysis": "logit_lens", "model": "local/hrm", "text": TEXT})
-    refused(lens, "unverified_readout")
+    probes = client.post("/api/analyses", json={"analysis": "probes", "model": "local/hrm", "params": {
+        "dataset": "arithmetic_statements", "n": 40, "folds": 2}}).json()
+    assert probes["status"] == "done", probes
+    verification = probes["result"]["self_verification_accuracy"]
+    exits = [(i + 1) % L_CYCLES == 0 for i in range(H_CYCLES * L_CYCLES)]  # the iterations ending an H cycle
+    assert [value is not None for value in verification] == exits
+    assert [row[PER_STACK] is not None for row in probes["result"]["probe_accuracy"]] == exits
+    assert all(row[0] is not None for row in probes["result"]["probe_accuracy"])  # the L stack runs every iteration
+
+
+def test_its_own_exit_after_each_h_cycle_is_the_model_run_for_that_many_cycles(client_over, hrm_dir):
+    """The logit lens reads HRM where it exits: after each H cycle, the last H layer; that equals
+    transformers' model run with H_cycles cut to that cycle."""
+    from transformers import HrmTextForCausalLM
+
+    client = client_over(hrm_dir)
+    lens = client.post("/api/analyses", json={"analysis": "logit_lens", "model": "local/hrm", "text": TEXT}).json()
+    assert lens["status"] == "done", lens
+    result = lens["result"]
+    assert result["exit_only"] and result["loop_layers"][1] == 2 * PER_STACK - 1
+    tokens = torch.tensor([result["token_ids"]])
+    for iteration, row in enumerate(result["top_token_ids"]):
+        cycle, ends_cycle = divmod(iteration + 1, L_CYCLES)
+        assert all(cell == [] for cell in row[:-1])  # only the exit layer is read
+        if ends_cycle != 0:
+            assert row[-1] == []
+            continue
+        cut = HrmTextForCausalLM.from_pretrained(hrm_dir / "hrm", H_cycles=cycle).eval()
+        with torch.no_grad():
+            probs = cut(tokens).logits[0, -1].softmax(-1)
+        top = probs.topk(5)
+        assert row[-1] == top.indices.tolist()
+        assert result["top_probs"][iteration][-1] == pytest.approx(top.values.tolist(), abs=1e-4)

@@ -20,7 +20,7 @@ from ..loops import LoopSpec, capture_residuals, exit_logits, loop_layers, reado
 from ..model_store import LoadedModel
 from .exit_gate import gate_of
 from .datasets import BUILT_IN, MAX_ROWS, Dataset, Row, check_rows
-from .registry import MAX_SEED, AnalysisOutput, Inputs, register
+from .registry import MAX_SEED, AnalysisOutput, Inputs, register, rounded
 
 LOGIT_BUDGET = 1 << 22  # floats of logits per forward batch (16 MB): bounds memory on large vocabularies
 MAX_BATCH = 64
@@ -61,16 +61,17 @@ class Probes(BaseModel):
     n_layers: int
     loop_layers: list[int] = Field(description="[start, end]: the looped layers; `end` is the readout layer.")
     # [iteration][layer]
-    probe_accuracy: list[list[float]]
-    probe_accuracy_std: list[list[float]]
-    probe_f1: list[list[float]] = Field(description="Macro F1, mean over folds.")
+    # null where a layer did not run in an iteration (HRM's slow stack runs every L_cycles iterations)
+    probe_accuracy: list[list[float | None]]
+    probe_accuracy_std: list[list[float | None]]
+    probe_f1: list[list[float | None]] = Field(description="Macro F1, mean over folds.")
     # [iteration][layer][fold]
-    probe_fold_accuracy: list[list[list[float]]]
+    probe_fold_accuracy: list[list[list[float | None]]]
     # [iteration]
-    self_verification_accuracy: list[float] | None
+    self_verification_accuracy: list[float | None] | None = Field(description="null after an iteration the model does not exit from")
     self_verification_note: str | None = None
     label_tokens: dict[str, str]
-    task_accuracy: list[float] | None
+    task_accuracy: list[float | None] | None
     n_task_rows: int
     # models with an exit gate (Ouro): where the model itself would stop looping, at the read position
     exit_pdf: list[float] | None = Field(None, description="[iteration] mean over rows of the probability of exiting at that step.")
@@ -195,7 +196,7 @@ def exit_gate_at(
 
 def task_accuracy(
     model: LoadedModel, rows: list[Row], loop: LoopSpec | None, max_tokens: int, progress: Callable[[float], None]
-) -> tuple[list[float] | None, int]:
+) -> tuple[torch.Tensor | None, int]:
     """Per iteration: the share of rows whose every answer token is the early exit's top prediction
     after `prompt` + the answer so far (teacher forcing; equal to greedy decoding's exact match)."""
     items = []
@@ -215,9 +216,16 @@ def task_accuracy(
         reads = torch.arange(start - 1, full.shape[1] - 1)  # positions predicting each answer token
         exits = exit_logits(model, full, reads, loop)  # [iteration, batch, n_answer, d_vocab]
         right = (exits.argmax(-1) == full[:, start:]).all(-1)  # [iteration, batch]
-        correct = right.sum(1) if correct is None else correct + right.sum(1)
+        counted = _where_exits(exits, right.sum(1).float())
+        correct = counted if correct is None else correct + counted
         progress(len(batch) / len(items))
-    return (correct.float() / len(items)).tolist(), len(items)
+    return correct / len(items), len(items)
+
+
+def _where_exits(exits: torch.Tensor, per_iteration: torch.Tensor) -> torch.Tensor:
+    """per_iteration [iteration], NaN after an iteration the model does not exit from (exits
+    [iteration, ...] all NaN there: HRM between its H cycles)."""
+    return torch.where(exits.flatten(1).isnan().all(-1), float("nan"), per_iteration)
 
 
 def fit_probes(
@@ -240,6 +248,9 @@ def fit_probes(
     with threadpool_limits(limits=1):
         for iteration in range(n_iterations):
             for layer in range(n_layers):
+                if features[iteration, layer].isnan().any():  # the layer did not run in this iteration
+                    accuracy[iteration, layer] = f1[iteration, layer] = np.nan
+                    continue
                 probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
                 x = features[iteration, layer].double().numpy()  # [row, d_model]
                 scores = cross_validate(probe, x, y, cv=split, scoring=("accuracy", "f1_macro"))
@@ -271,7 +282,7 @@ def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisO
     verification = None
     if label_ids is not None:
         exits = label_exits(model, tokens, params.position, params.loop, features[:, end], label_ids)  # [iteration, row, label]
-        verification = (exits.argmax(-1) == torch.from_numpy(y)).float().mean(-1).tolist()  # [iteration]
+        verification = _where_exits(exits, (exits.argmax(-1) == torch.from_numpy(y)).float().mean(-1))  # [iteration]
 
     done = {"task": 0.0}
 
@@ -297,14 +308,14 @@ def probes(model: LoadedModel, params: ProbeParams, inputs: Inputs) -> AnalysisO
             n_iterations=n_iterations,
             n_layers=n_layers,
             loop_layers=[start, end],
-            probe_accuracy=scores["accuracy"].mean(-1).round(4).tolist(),
-            probe_accuracy_std=scores["accuracy"].std(-1).round(4).tolist(),
-            probe_f1=scores["f1"].mean(-1).round(4).tolist(),
-            probe_fold_accuracy=scores["accuracy"].round(4).tolist(),
-            self_verification_accuracy=None if verification is None else [round(v, 4) for v in verification],
+            probe_accuracy=rounded(torch.from_numpy(scores["accuracy"].mean(-1))),
+            probe_accuracy_std=rounded(torch.from_numpy(scores["accuracy"].std(-1))),
+            probe_f1=rounded(torch.from_numpy(scores["f1"].mean(-1))),
+            probe_fold_accuracy=rounded(torch.from_numpy(scores["accuracy"])),
+            self_verification_accuracy=None if verification is None else rounded(verification),
             self_verification_note=note,
             label_tokens={label: dataset.label_tokens.get(label, label) for label in labels},
-            task_accuracy=None if task is None else [round(v, 4) for v in task],
+            task_accuracy=None if task is None else rounded(task),
             n_task_rows=n_task,
             exit_pdf=None if gate is None else [round(v, 4) for v in gate[0].mean(-1).tolist()],
             expected_exit_step=None if gate is None else round(float(gate[1].mean()), 4),
