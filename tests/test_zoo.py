@@ -15,8 +15,9 @@ def zoo():
 
 def test_zoo_lists_the_shipped_models(zoo):
     entries = discover(Settings())
-    assert {"induction-2l", "looped-add", "retrieval-2l"} <= set(entries)
+    assert {"induction-2l", "looped-add", "looped-lag", "retrieval-2l"} <= set(entries)
     assert entries["looped-add"].n_iterations == 4 and entries["induction-2l"].n_iterations == 1
+    assert entries["looped-lag"].n_iterations == 4 and "generating_lm" not in entries["looped-lag"].capabilities
     assert Settings().default_model in entries
 
 

@@ -86,6 +86,27 @@ function showCards() {
     ? `Applies to every run that takes a loop. ${model.id} loops natively: Times is its loop count (trained: ${model.n_iterations}).` +
       (capabilities.includes("seeded") ? " Its forward draws random numbers (an initial state): Seed fixes them." : "")
     : "Applies to every run that takes a loop. A plain model repeats layers Start..End Times times.";
+  offerModels(model);
+}
+
+/** Under the model, a link to the model a hidden card names as its own (`card.model`, when listed):
+ * the page says where that analysis applies instead of only hiding it. */
+function offerModels(model) {
+  const listed = new Set(($("model-select").models || []).map((m) => m.id));
+  const links = [];
+  for (const [name, form] of forms) {
+    const { title, model: own } = BY_NAME.get(name).card;
+    if (!form.card.hidden || !listed.has(own) || own === model?.id) continue;
+    const link = Object.assign(document.createElement("button"), { type: "button", className: "link", textContent: `${title}: use ${own}` });
+    link.dataset.testid = `use-model-${name}`;
+    link.addEventListener("click", () => {
+      $("model-select").value = own;
+      $("model-select").dispatchEvent(new Event("change"));
+    });
+    links.push(link);
+  }
+  $("model-offers").replaceChildren(...links);
+  $("model-offers").hidden = !links.length;
 }
 
 const storesPatterns = (name) => types?.get(name)?.stores_patterns ?? false;
@@ -366,6 +387,9 @@ async function copyLink() {
 
 /** A card and a view per plot module; the view's own controls bound by the module. */
 function build() {
+  const offers = Object.assign(document.createElement("p"), { id: "model-offers", className: "hint", hidden: true });
+  offers.dataset.testid = "model-offers";
+  $("model-warning").after(offers); // links to the models that hidden cards name (offerModels)
   for (const plot of PLOTS) {
     const form = buildCard(plot, { onRun: run, showError });
     form.card.hidden = true; // until the analysis types say where it applies

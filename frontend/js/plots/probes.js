@@ -15,6 +15,9 @@ export const card = {
   title: "Probes",
   button: "Run probes",
   hint: "A linear probe per iteration and layer beside the model's own verdict (early exit). Runs in the background.",
+  // The shipped model this card shows best (its verdict lags its probe; models/looped-lag/README.md):
+  // offered where the selected model has no probes.
+  model: "looped-lag",
   fields: [
     {
       name: "dataset", id: "probe-dataset", label: "Dataset", type: "select", default: "addition",
