@@ -11,9 +11,10 @@ from ..tiny_models import build_tiny_gpt2
 
 CHROMIUM = "/usr/bin/chromium"
 SHIPPED = Path(__file__).resolve().parents[2] / "models"
-# Two shipped models with different capabilities: induction-2l a generating LM, looped-add a
-# natively looped adder that is no language model (loupe.json generating_lm: false).
-ZOO = ("induction-2l", "looped-add")
+# Shipped models with different capabilities: induction-2l a generating LM, looped-add a natively
+# looped adder that is no language model (loupe.json generating_lm: false), looped-lag the one the
+# probes card names as its own (its verdict lags its probe).
+ZOO = ("induction-2l", "looped-add", "looped-lag")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 

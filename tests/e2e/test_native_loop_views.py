@@ -51,3 +51,12 @@ def test_a_seeded_model_takes_its_seed_from_the_loop_card(new_page, loupe_url):
     analysis = api(loupe_url, f"/api/analyses/{url_state(page.url)['analysis']}")
     assert analysis["params"]["loop"]["seed"] == 7 and analysis["result"]["n_iterations"] == 4
     assert page.locator("#run-exit-gate").is_hidden()  # no exit gate: no card
+
+
+def test_the_probes_card_offers_its_own_model_where_probes_do_not_apply(new_page):
+    page = open_page(new_page)
+    page.select_option("#model-select", "induction-2l")
+    assert page.locator("#run-probes").is_hidden()
+    page.click("[data-testid=use-model-probes]")
+    wait_js(page, "document.getElementById('model-select').value === 'looped-lag'")
+    assert page.locator("#run-probes").is_visible() and page.locator("[data-testid=use-model-probes]").count() == 0
