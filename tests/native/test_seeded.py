@@ -64,3 +64,13 @@ def test_every_view_runs_per_iteration(client_over, huginn_dirs):
     start, end = lens["loop_layers"]
     assert lens["exit_only"] and (start, end) == (1, 2)
     assert all(row[end] and not row[0] for row in lens["top_tokens"])  # read at the exit only
+
+
+def test_a_loop_count_past_the_servers_limit_is_refused_before_any_work(client_over, huginn_dirs):
+    client = client_over(huginn_dirs)  # LOUPE_MAX_ITERATIONS: 64 by default
+    body = {"analysis": "attention", "model": "local/huginn", "text": TEXT, "params": {"loop": {"times": 65}}}
+    response = client.post("/api/analyses", json=body)
+    assert response.status_code == 422 and "at most 64 iterations" in response.json()["error"]
+    assert client.get("/api/analyses").json()["total"] == 0
+    body["params"]["loop"]["times"] = 40  # Huginn's published default is 32: more is allowed up to the limit
+    assert client.post("/api/analyses", json=body).json()["result"]["n_iterations"] == 40
