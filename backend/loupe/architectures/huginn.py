@@ -32,7 +32,10 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from . import Facts
+from . import Facts, checkpoints
+from .checkpoints import load_tokenizer  # noqa: F401 (part of this module's API)
+# capture._eager_of looks `eager_attention_forward` up in the module defining the attention class: this one
+from .layers import RMSNorm, eager_attention_forward, rope_inverse_frequencies
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,7 @@ class HuginnConfig(PreTrainedConfig):
 
 def rope_table(head_dim: int, n_positions: int, base: float) -> torch.Tensor:
     """[1, pos, 1, head_dim / 2, 2]: cos and sin of every position's angle for each adjacent dimension pair."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    inv_freq = rope_inverse_frequencies(head_dim, base)  # [head_dim / 2]
     angles = torch.outer(torch.arange(n_positions, dtype=torch.float32), inv_freq)  # [pos, head_dim / 2]
     return torch.stack([angles.cos(), angles.sin()], dim=-1)[None, :, None]
 
@@ -157,43 +160,7 @@ def rotate_pairs(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).type_as(x)
 
 
-class HuginnRMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
-
-
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    pattern_fn: Any = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T * scaling + mask) v over query [batch, head, q, d], key/value [batch, head, k, d].
-    Returns (output [batch, q, head, d], probs [batch, head, q, k]); `pattern_fn` (a bridge's
-    hook_pattern) may replace the probabilities before they weight the values."""
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # [batch, head, q, k]
-    if attention_mask is not None:
-        scores = scores + attention_mask[..., : key.shape[-2]]
-    elif query.shape[2] > 1:  # sdpa's mask is None (causal by flag); a bridge's hook_pattern runs this instead
-        n_q, n_k = query.shape[2], key.shape[2]
-        future = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).triu(n_k - n_q + 1)
-        scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
-    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-    if pattern_fn is not None:
-        probs = pattern_fn(probs)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+HuginnRMSNorm = RMSNorm
 
 
 class HuginnAttention(nn.Module):
@@ -466,22 +433,6 @@ def load_config(path: Path) -> HuginnConfig:
     return config_from_dict(json.loads((Path(path) / "config.json").read_text()))
 
 
-def _read_published_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if (index := path / "model.safetensors.index.json").is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        raise FileNotFoundError(f"{path} holds no model.safetensors (Loupe reads Huginn's safetensors only)")
-    tensors: dict[str, torch.Tensor] = {}
-    for name in files:
-        tensors.update(load_file(path / name))
-    return tensors
-
-
 def load(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa") -> HuginnForCausalLM:
     """The model saved at `path` in the published layout, in eval mode. Every published tensor must be
     there and nothing else (`freqs_cis` may be absent: it is recomputed; a tied `lm_head` is the embedding)."""
@@ -492,7 +443,7 @@ def load(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32, at
     expected = set(model.state_dict())
     state: dict[str, torch.Tensor] = {}
     unexpected = []
-    for name, tensor in _read_published_tensors(path).items():
+    for name, tensor in checkpoints.read_weights(path).items():
         ours = from_published_name(name, config)
         if ours is None or ours not in expected:
             unexpected.append(name)
@@ -522,14 +473,8 @@ def published_config(config: HuginnConfig) -> dict:
 
 def save_published(model: HuginnForCausalLM, path: Path) -> Path:
     """Write model.safetensors under the published tensor names, and config.json in the hub's layout."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    state = {to_published_name(name, model.config): t.detach().cpu().clone().contiguous() for name, t in model.state_dict().items()}
-    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps(published_config(model.config), indent=2) + "\n")
-    return path
+    state = {to_published_name(name, model.config): t for name, t in model.state_dict().items()}
+    return checkpoints.write_folder(path, published_config(model.config), state)
 
 
 # ---- Loupe's entry points --------------------------------------------------------------------------------
@@ -546,34 +491,6 @@ def facts(config: dict) -> Facts:
         draws_random=True,
         own_exit=True,  # its early exit runs the coda: `exit_logits`, not final norm + unembedding
     )
-
-
-def load_tokenizer(path: Path) -> Any:
-    """The folder's tokenizer, prepending BOS (as the bridge would make it); its tokenizer.json
-    directly when the folder names a tokenizer class transformers does not have (remote code).
-
-    Loaded here with trust_remote_code=False and add_bos_token already set, because the bridge
-    otherwise reloads it through AutoConfig, which asks on stdin whether to run the folder's
-    `auto_map` code."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (ValueError, OSError, KeyError) as exc:
-        log.info("%s: AutoTokenizer failed (%s); reading tokenizer.json", path, exc)
-        settings = Path(path) / "tokenizer_config.json"
-        named = json.loads(settings.read_text()) if settings.is_file() else {}
-        special = {key: named[key] for key in ("bos_token", "eos_token", "pad_token", "unk_token") if isinstance(named.get(key), str)}
-        add_bos = {"add_bos_token": True} if "bos_token" in special else {}
-        return PreTrainedTokenizerFast(
-            tokenizer_file=str(Path(path) / "tokenizer.json"), name_or_path=str(path), **special, **add_bos
-        )  # name_or_path: the bridge reads it
-    if tokenizer.bos_token is not None and not getattr(tokenizer, "add_bos_token", False):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, add_bos_token=True)
-        except ValueError:  # a BOS the post-processor cannot express; the bridge prepends it by hand
-            pass
-    return tokenizer
 
 
 @cache
@@ -607,11 +524,5 @@ def _register_adapter() -> None:
 def boot(path: Path, device: str = "cpu") -> Any:
     """A TransformerBridge around Loupe's Huginn loaded from `path` (published layout); its `blocks`
     are every layer in run order: prelude once, core blocks once per step, coda once."""
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-
     _register_adapter()
-    model = load(Path(path), device)
-    bridge = build_bridge_from_module(
-        model, ARCHITECTURE, hf_config=model.config, tokenizer=load_tokenizer(path), device=device, model_name=Path(path).name
-    )
-    return bridge
+    return checkpoints.bridge(load(Path(path), device), ARCHITECTURE, path, device)

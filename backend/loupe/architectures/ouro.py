@@ -42,7 +42,10 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from . import Facts
+from . import Facts, checkpoints
+from .checkpoints import load_tokenizer, read_weights  # noqa: F401 (load_tokenizer: part of this module's API)
+# capture._eager_of looks `eager_attention_forward` up in the module defining the attention class: this one
+from .layers import RMSNorm, eager_attention_forward, rope_inverse_frequencies
 
 ARCHITECTURE = "OuroForCausalLM"  # TransformerLens' Ouro adapter is registered under this name
 # What the hub's config.json maps to its remote code; written by save_published, never followed.
@@ -111,19 +114,7 @@ def check_supported(config: OuroConfig) -> None:
         raise ValueError("num_attention_heads must be a multiple of num_key_value_heads.")
 
 
-class OuroRMSNorm(nn.Module):
-    """x / rms(x) in float32, cast back, times the weight (no +1 offset)."""
-
-    def __init__(self, d_model: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d_model))
-        self.variance_epsilon = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x.to(dtype)
+OuroRMSNorm = RMSNorm
 
 
 class OuroRotaryEmbedding(nn.Module):
@@ -141,9 +132,7 @@ class OuroRotaryEmbedding(nn.Module):
     @staticmethod
     def compute_default_rope_parameters(config: OuroConfig, device: Any = None, **kwargs: Any) -> tuple[torch.Tensor, float]:
         base = (config.rope_parameters or {}).get("rope_theta", 10000.0)
-        dim = config.head_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim))
-        return inv_freq, 1.0
+        return rope_inverse_frequencies(config.head_dim, base, device), 1.0
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,29 +151,6 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
     """q [batch, head, pos, d_head], k [batch, kv_head, pos, d_head]; cos/sin [batch, pos, d_head]."""
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [batch, 1, pos, d_head]
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-
-
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention, query [batch, head, q, d_head], key/value [batch, kv_head, k, d_head];
-    returns (output [batch, q, head, d_head], probabilities [batch, head, q, k])."""
-    groups = module.num_key_value_groups  # query heads per key/value head
-    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)  # [batch, head, k, d_head]
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # [batch, head, q, k]
-    if attention_mask is not None:
-        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
-    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-    output = torch.matmul(probs, value).transpose(1, 2).contiguous()  # [batch, q, head, d_head]
-    return output, probs
 
 
 class OuroAttention(nn.Module):
@@ -454,21 +420,6 @@ def facts(config: dict) -> Facts:
     )
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of model.safetensors, or of the shards model.safetensors.index.json names."""
-    from safetensors.torch import load_file
-
-    if (path / "model.safetensors").is_file():
-        return load_file(path / "model.safetensors")
-    index = path / "model.safetensors.index.json"
-    if not index.is_file():
-        raise FileNotFoundError(f"{path} holds neither model.safetensors nor model.safetensors.index.json")
-    weights: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-        weights.update(load_file(path / shard))
-    return weights
-
-
 def load(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> OuroForCausalLM:
     """The model saved at `path` in eval mode, every published tensor loaded by name (strict: a
     missing, unexpected or misshapen tensor is an error), eager attention."""
@@ -488,39 +439,10 @@ def load(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) ->
     return model.to(device).eval()
 
 
-def load_tokenizer(path: Path) -> Any:
-    """The folder's tokenizer (None without tokenizer files), by the class its tokenizer_config
-    names; tokenizer.json as a fast tokenizer where that is remote code (auto_map) or unknown.
-    Never AutoTokenizer: it would read config.json and ask to run the model's auto_map."""
-    from transformers import PreTrainedTokenizerFast
-    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
-
-    path = Path(path)
-    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        return None
-    settings = path / "tokenizer_config.json"
-    named = json.loads(settings.read_text()) if settings.is_file() else {}
-    cls = None if "auto_map" in named or not named.get("tokenizer_class") else tokenizer_class_from_name(named["tokenizer_class"])
-    cls = cls or PreTrainedTokenizerFast
-    try:
-        # BOS prepended, as TransformerLens makes every bridge's tokenizer; asked here, so that it
-        # does not remake this one through AutoTokenizer, which would read config.json's auto_map
-        return cls.from_pretrained(path, add_bos_token=True)
-    except ValueError:  # a post-processor that cannot prepend BOS: the bridge prepends it instead
-        tokenizer = cls.from_pretrained(path)
-        tokenizer.init_kwargs["add_bos_token"] = True  # stops the bridge's remake (see above)
-        return tokenizer
-
-
 def boot(path: Path, device: str = "cpu") -> Any:
     """A TransformerBridge (TransformerLens' Ouro adapter) around the model saved at `path`: its
     blocks' hooks and ln_final fire once per step; generation recomputes the prefix (no KV cache)."""
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-
-    model = load(path, device)
-    bridge = build_bridge_from_module(
-        model, ARCHITECTURE, hf_config=model.config, tokenizer=load_tokenizer(path), device=device, model_name=Path(path).name
-    )
+    bridge = checkpoints.bridge(load(path, device), ARCHITECTURE, path, device)
     bridge.adapter.supports_kv_cache = False
     return bridge
 
@@ -553,19 +475,10 @@ def published_config(config: OuroConfig, dtype: torch.dtype = torch.float32) -> 
 def save_published(model: OuroForCausalLM, path: Path, tokenizer: Any = None) -> Path:
     """Write `model` under `path` as the hub ships Ouro: config.json (published layout) and
     model.safetensors (published tensor names), and the tokenizer's files if given."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    config = published_config(model.config, model.lm_head.weight.dtype)
-    (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    weights = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    weights = model.state_dict()
     if model.config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
-    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
-    return path
+    return checkpoints.write_folder(path, published_config(model.config, model.lm_head.weight.dtype), weights, tokenizer)
 
 
 def tiny(
