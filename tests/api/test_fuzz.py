@@ -130,9 +130,16 @@ class Fuzz:
         self.url = url
         with httpx.Client(base_url=url, timeout=30) as client:
             types = client.get("/api/analysis_types").json()
-            self.models = [model["id"] for model in client.get("/api/models").json()]
+            models = client.get("/api/models").json()
+        self.models = [model["id"] for model in models]
         self.analyses = {spec["name"]: spec for spec in types}
         assert self.models and self.analyses
+        # where each analysis applies: a curated case never names a model lacking what it needs (an
+        # exit gate, a loop), which the server rightly refuses before any work
+        inputs = {"text", "labelled_data"}
+        self.applies = {
+            spec["name"]: [m["id"] for m in models if set(spec["needs"]) - inputs <= set(m["capabilities"])] for spec in types
+        }
         # every params field of every analysis: generated params keep only keys none of them reads
         self.param_fields = {field for spec in types for field in spec["params"].get("properties", {})}
         self.curated: set[str] = set()  # ids of positive cases built semantically valid
@@ -192,6 +199,10 @@ class Fuzz:
         # the analyses that store patterns twice as often: the links to their slices have something to read
         names = st.sampled_from(sorted(self.analyses) + sorted(n for n, a in self.analyses.items() if a["stores_patterns"]))
         models = st.sampled_from(self.models)
+        # raw: the generated text, params and wait_s, with real names; expensive params capped
+        raw = st.fixed_dictionaries({"analysis": names, "model": models}).map(
+            lambda real: self._with(case, {**real, **self._capped(body)})
+        )
         if not self._positive(case):
             # negative: swap in real names only where the generated value is a string, so a type
             # mutation or a missing property stays what makes the body invalid
@@ -201,20 +212,18 @@ class Fuzz:
 
         def curated(name: str):
             spec = self.analyses[name]
+            if not self.applies[name]:  # no model here has what it needs: a raw case instead
+                return raw
             return st.fixed_dictionaries(
                 {
                     "analysis": st.just(name),
-                    "model": models,
+                    "model": st.sampled_from(self.applies[name]),
                     "text": TEXT if spec["takes_text"] else st.none(),
                     "params": PARAMS.get(name, LOOP_ONLY if spec["takes_loop"] else st.just({})),
                     "wait_s": st.none() | st.floats(0, 2),
                 }
             ).map(lambda new: self._curate(case, new))
 
-        # raw: the generated text, params and wait_s, with real names; expensive params capped
-        raw = st.fixed_dictionaries({"analysis": names, "model": models}).map(
-            lambda real: self._with(case, {**real, **self._capped(body)})
-        )
         return st.one_of(names.flatmap(curated), names.flatmap(curated), names.flatmap(curated), raw)
 
     def _capped(self, body: dict) -> dict:
@@ -250,8 +259,9 @@ class Fuzz:
         that reads one, a dataset upload's content that must parse as CSV/JSONL with 2 labels,
         `layer` within the analysis' layers. The schema cannot say any of that (params is an open
         object, content a string), so such a case answered by the app's own semantic validation
-        (an ErrorBody 413 too_long or 422 invalid_input, not FastAPI's request validation, whose
-        message starts `Invalid request.`) is a false positive. Kept: every other failure, any
+        (an ErrorBody 413 too_long, or a 422: invalid_input, or a refusal naming what the model lacks,
+        such as no_exit_gate; not FastAPI's request validation, whose message starts `Invalid
+        request.`) is a false positive. Kept: every other failure, any
         rejection of a curated (semantically valid) case, and any FastAPI validation rejection,
         which would be the schema promising what the server refuses."""
         if not isinstance(failure, RejectedPositiveData) or case.id in self.curated:
@@ -262,7 +272,7 @@ class Fuzz:
             return True
         semantic = (
             isinstance(body, dict)
-            and (response.status_code, body.get("code")) in {(413, "too_long"), (422, "invalid_input")}
+            and ((response.status_code, body.get("code")) == (413, "too_long") or response.status_code == 422)
             and not str(body.get("error", "")).startswith("Invalid request.")
         )
         if semantic:
