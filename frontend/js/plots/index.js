@@ -8,9 +8,10 @@ import * as hallucinationEval from "./hallucination_eval.js";
 import * as headAblation from "./head_ablation.js";
 import * as headScores from "./head_scores.js";
 import * as logitLens from "./logit_lens.js";
+import * as patching from "./patching.js";
 import * as probes from "./probes.js";
 
-export const PLOTS = [attention, headScores, logitLens, headAblation, probes, exitGate, hallucination, hallucinationEval];
+export const PLOTS = [attention, headScores, logitLens, headAblation, patching, probes, exitGate, hallucination, hallucinationEval];
 
 /** Registry id -> module. */
 export const BY_NAME = new Map(PLOTS.map((plot) => [plot.name, plot]));
