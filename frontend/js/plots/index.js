@@ -7,10 +7,11 @@ import * as hallucination from "./hallucination.js";
 import * as hallucinationEval from "./hallucination_eval.js";
 import * as headAblation from "./head_ablation.js";
 import * as headScores from "./head_scores.js";
+import * as logitAttribution from "./logit_attribution.js";
 import * as logitLens from "./logit_lens.js";
 import * as probes from "./probes.js";
 
-export const PLOTS = [attention, headScores, logitLens, headAblation, probes, exitGate, hallucination, hallucinationEval];
+export const PLOTS = [attention, headScores, logitLens, logitAttribution, headAblation, probes, exitGate, hallucination, hallucinationEval];
 
 /** Registry id -> module. */
 export const BY_NAME = new Map(PLOTS.map((plot) => [plot.name, plot]));
