@@ -51,3 +51,56 @@ def test_retrofit_loop_and_bad_position(tiny_model, looped_model):
         _run(tiny_model, "a b c", position=40)
     with pytest.raises(InvalidInput, match="natively"):
         _run(looped_model, "1+1=", loop={"start": 0, "times": 2})
+
+
+def _own_top5(hf, token_ids: list[int]) -> torch.return_types.topk:
+    """The model's own next-token distribution's top 5 at every position, from its HF forward alone."""
+    with torch.no_grad():
+        return hf(torch.tensor([token_ids])).logits[0].softmax(-1).topk(5)  # each [pos, 5]
+
+
+def _check_grid(result, own):
+    grid_ids = torch.tensor(result.grid_ids)  # [iteration, layer, pos, k]
+    n_pos = len(result.tokens)
+    assert grid_ids.shape == (result.n_iterations, result.n_layers, n_pos, 5)
+    assert grid_ids[-1, -1].tolist() == own.indices.tolist()  # the last layer at the last iteration is the model's output
+    assert torch.allclose(torch.tensor(result.grid_probs)[-1, -1], own.values, atol=1e-4)
+    assert set(result.grid_tokens) == set(grid_ids.flatten().tolist())
+    # the single-position fields are the grid's cell at `position`
+    assert result.top_token_ids[-1][-1] == grid_ids[-1, -1, result.position].tolist()
+
+
+def test_every_position_ends_in_the_models_own_prediction(tiny_model, model_dir, tmp_path, looped_model):
+    from transformers import AutoModelForCausalLM
+
+    from ..tiny_models import build_tiny_llama
+
+    result = _run(tiny_model, "The cat sat on the mat. <b>The</b> cat", all_positions=True)
+    _check_grid(result, _own_top5(AutoModelForCausalLM.from_pretrained(model_dir / "gpt2tiny").eval(), result.token_ids))
+    assert result.next_token is None and torch.tensor(result.grid_ids)[0, 0].unique().numel() > 1
+
+    from loupe.config import Settings
+    from loupe.model_store import ModelStore
+
+    build_tiny_llama(tmp_path / "llamatiny")
+    llama = ModelStore(Settings(model_dirs=[tmp_path], zoo_dir=tmp_path / "zoo")).get("local/llamatiny")
+    result = _run(llama, "When Mary and John went to the store", all_positions=True, position=3)
+    _check_grid(result, _own_top5(AutoModelForCausalLM.from_pretrained(tmp_path / "llamatiny").eval(), result.token_ids))
+
+    result = _run(looped_model, "12+34=", all_positions=True)
+    assert result.n_iterations == 3
+    hf, _ = load_looped(looped_model.entry.location)
+    _check_grid(result, _own_top5(hf, result.token_ids))
+    # each earlier iteration's exit layer is the k-step model's output at every position
+    with torch.no_grad():
+        exits = hf.exit_logits(torch.tensor([result.token_ids]))[:, 0].softmax(-1).topk(5).indices  # [iteration, pos, 5]
+    assert torch.tensor(result.grid_ids)[:, -1].tolist() == exits.tolist()
+
+
+def test_every_position_reads_in_chunks_the_same(tiny_model, monkeypatch):
+    from loupe.analyses import logit_lens as module
+
+    whole = _run(tiny_model, "a b c d e f", all_positions=True)
+    monkeypatch.setattr(module, "LOGIT_BUDGET", 2 * 300)  # two positions of the 300-token vocabulary at a time
+    chunked = _run(tiny_model, "a b c d e f", all_positions=True)
+    assert chunked.grid_ids == whole.grid_ids and chunked.grid_probs == whole.grid_probs

@@ -7,11 +7,14 @@ import * as hallucination from "./hallucination.js";
 import * as hallucinationEval from "./hallucination_eval.js";
 import * as headAblation from "./head_ablation.js";
 import * as headScores from "./head_scores.js";
+import * as logitAttribution from "./logit_attribution.js";
 import * as logitLens from "./logit_lens.js";
 import * as patching from "./patching.js";
 import * as probes from "./probes.js";
 
-export const PLOTS = [attention, headScores, logitLens, headAblation, patching, probes, exitGate, hallucination, hallucinationEval];
+export const PLOTS = [
+  attention, headScores, logitLens, logitAttribution, headAblation, patching, probes, exitGate, hallucination, hallucinationEval,
+];
 
 /** Registry id -> module. */
 export const BY_NAME = new Map(PLOTS.map((plot) => [plot.name, plot]));
