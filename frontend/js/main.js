@@ -11,6 +11,7 @@ import { refreshHistory } from "./history.js";
 import { plotlyReady } from "./plotting.js";
 import { BY_NAME, PLOTS } from "./plots/index.js";
 import { clampKeys, initialState, readUrl, writeUrl } from "./state.js";
+import * as tokenView from "./tokenview.js";
 
 // Needs that are inputs (the backend's INPUT_NEEDS); every other need is a model capability.
 const INPUT_NEEDS = new Set(["text", "labelled_data"]);
@@ -164,6 +165,9 @@ function clampState() {
     state.layer = state.head = null; // no patterns stored, or no such head
   }
   if (state.compare !== null && (state.layer === null || state.compare >= n_iterations)) state.compare = null;
+  const hasHead = ({ layer, head }) => layer < n_layers && head < n_heads && (!attending || attending.includes(layer));
+  state.pins = state.layer === null ? [] : state.pins.filter(hasHead);
+  if (state.layer === null || state.token >= (current.result.tokens?.length ?? 0)) state.token = null;
   clampKeys(state, current.result);
 }
 
@@ -222,6 +226,7 @@ async function renderDetail() {
     const rows = await api.getPattern(id, { layer, head, iteration });
     if (request !== detailRequest) return;
     performance.mark("loupe:pattern-decoded"); // read by bench/paint.py: where a slow paint goes
+    showTokenView(rows).catch(showError); // needs no Plotly: the text view comes first
     await patternHeatmap(plot, current.result.tokens, rows, { chart });
     performance.mark("loupe:pattern-drawn");
     Object.assign(plot.dataset, { analysis: id, layer, head, iteration, ready: "true" });
@@ -236,6 +241,33 @@ async function renderDetail() {
   } catch (err) {
     if (request === detailRequest) showError(err);
   }
+}
+
+let tokenRequest = 0;
+
+/** The open head's token view: its pattern `rows` and the pinned heads' (fetched once each, cached by api.js). */
+async function showTokenView(rows) {
+  const { layer, head, iteration, pins } = state;
+  const tokens = current.result.tokens;
+  const el = $("token-view");
+  el.hidden = !tokens || tokens.length !== rows.length;
+  if (el.hidden) return;
+  const request = ++tokenRequest;
+  const id = current.id;
+  const pinned = pins.filter((p) => p.layer !== layer || p.head !== head);
+  const heads = [{ layer, head, rows }, ...(await Promise.all(
+    pinned.map(async (p) => ({ ...p, rows: await api.getPattern(id, { ...p, iteration }) })),
+  ))];
+  if (request !== tokenRequest || current?.id !== id) return;
+  tokenView.render(el, tokens, { heads, pins, token: state.token, direction: state.direction });
+  el.dataset.ready = `${id}/${layer}/${head}/${iteration}/${pins.length}`;
+}
+
+/** A change made in the token view (token, direction, pins): into the URL; only new pins redraw it. */
+async function changeTokenView(changes, { push = false } = {}) {
+  Object.assign(state, changes);
+  writeUrl(state, { push });
+  if ("pins" in changes) showTokenView(await api.getPattern(current.id, state)).catch(showError);
 }
 
 function render() {
@@ -404,6 +436,7 @@ function build() {
     $("head-detail").before(view);
     views.set(plot.name, view);
   }
+  tokenView.mount($("token-view"), { onChange: changeTokenView });
 }
 
 function bind() {
