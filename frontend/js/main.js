@@ -8,6 +8,7 @@ import { clearError, setRunning, showError, showNotice, showProgress } from "./f
 import { buildCard, runButtonId } from "./forms.js";
 import { patternHeatmap } from "./heatmaps.js";
 import { refreshHistory } from "./history.js";
+import * as pair from "./pair.js";
 import { plotlyReady } from "./plotting.js";
 import { BY_NAME, PLOTS } from "./plots/index.js";
 import { clampKeys, initialState, readUrl, writeUrl } from "./state.js";
@@ -20,6 +21,7 @@ const $ = (id) => document.getElementById(id);
 
 let state = initialState();
 let current = null; // the loaded, done analysis shown now
+let other = null; // {id, analysis, error}: the second prompt's analysis (state.other), loaded or why not
 let types = null; // name -> analysis type (/api/analysis_types); null while unknown
 const forms = new Map(); // name -> its card's Form
 const views = new Map(); // name -> its view's <section>
@@ -238,6 +240,7 @@ async function renderDetail() {
       await compare.render($("compare"), current.result.tokens, { a: iteration, b, rowsA: rows, rowsB, chart });
       Object.assign($("compare").dataset, { a: iteration, b, ready: "true" });
     }
+    if (other?.analysis && !$("pair").hidden && $("pair").dataset.ready !== "refused") await pair.renderMaps($("pair"), current, other.analysis, { layer, head, iteration, chart });
   } catch (err) {
     if (request === detailRequest) showError(err);
   }
@@ -270,6 +273,63 @@ async function changeTokenView(changes, { push = false } = {}) {
   if ("pins" in changes) showTokenView(await api.getPattern(current.id, state)).catch(showError);
 }
 
+/** The second prompt's panel: its grids beside the current ones, or why there are none; and the
+ * control that starts a comparison wherever the current analysis has one. */
+function renderPair() {
+  const panel = $("pair");
+  const comparable = Boolean(current) && pair.pairs(types?.get(current.analysis));
+  $("pair-control").hidden = !comparable || state.other !== null;
+  if (!$("pair-control").hidden && $("other-pick").dataset.for !== current.id) {
+    $("other-pick").dataset.for = current.id;
+    pair.offerHistory($("other-pick"), current).catch(showError);
+  }
+  panel.hidden = !current || state.other === null;
+  if (panel.hidden) return;
+  const problem = other?.error ?? (other?.analysis ? pair.problem(current, other.analysis, types ?? new Map()) : null);
+  panel.querySelector("[data-role=problem]").hidden = !problem;
+  panel.querySelector("[data-role=problem]").textContent = problem ?? "";
+  panel.querySelector("[data-role=body]").hidden = Boolean(problem) || !other?.analysis;
+  panel.dataset.ready = problem ? "refused" : "false";
+  if (problem || !other?.analysis) return;
+  panel.querySelector("[data-role=maps-hint]").hidden = state.layer !== null;
+  if (state.layer === null) panel.querySelector("[data-role=maps]").hidden = true;
+  pair.renderGrids(panel, current, other.analysis, state, { selected: selected(), onSelect: selectHead, chart: chartName() });
+}
+
+/** Load the analysis `id` names as the second prompt (state.other), or say why it cannot be shown. */
+async function loadOther(id) {
+  if (!id) {
+    other = null;
+    return;
+  }
+  if (other?.id === id) return;
+  try {
+    other = { id, analysis: (await load(id)).analysis, error: null };
+  } catch (err) {
+    other = { id, analysis: null, error: `The second analysis (${id.slice(0, 8)}) cannot be shown: ${err.message}` };
+  }
+}
+
+/** Run the second prompt with the current analysis' model and params, then show both. */
+async function runOther() {
+  const text = $("other-prompt").value;
+  const body = { analysis: current.analysis, model: current.model, params: current.params ?? {}, text };
+  clearError();
+  setRunning(true);
+  try {
+    const done = await api.untilDone(await api.createAnalysis(body), showProgress);
+    await loadOther(done.id);
+    update({ other: done.id }, { push: true });
+  } catch (err) {
+    showError(err);
+  } finally {
+    showProgress(null);
+    setRunning(false);
+    showHistory();
+    $("other-pick").dataset.for = ""; // offer the new entry too
+  }
+}
+
 function render() {
   const shown = Boolean(current);
   $("empty").hidden = shown;
@@ -289,6 +349,7 @@ function render() {
   $("compare-iteration").disabled = state.compare === null;
   $("compare-value").textContent = $("compare-iteration").value;
   if (state.compare === null) $("compare").hidden = true;
+  renderPair();
   if (!shown) {
     $("head-detail").hidden = true;
     return;
@@ -314,6 +375,7 @@ function selectHead(layer, head) {
 function show(analysis, { push }) {
   current = analysis;
   state.analysis = analysis.id;
+  state.other = other = null; // a new run is shown on its own; "Compare with another prompt" pairs it
   clampState();
   writeUrl(state, { push });
   render();
@@ -391,6 +453,7 @@ async function applyUrl() {
     }
   }
   state = next;
+  if (current) await loadOther(state.other);
   if (current) {
     clampState();
     writeUrl(state);
@@ -472,6 +535,13 @@ function bind() {
     clearError();
   });
   $("copy-link").addEventListener("click", copyLink);
+  $("run-other").addEventListener("click", runOther);
+  $("other-pick").addEventListener("change", async (event) => {
+    if (!event.target.value) return;
+    await loadOther(event.target.value);
+    update({ other: event.target.value }, { push: true });
+  });
+  $("close-pair").addEventListener("click", () => update({ other: null }, { push: true }));
   window.addEventListener("popstate", applyUrl);
   window.addEventListener("unhandledrejection", (event) => showError(event.reason));
 }
