@@ -283,17 +283,8 @@ function renderPair() {
     $("other-pick").dataset.for = current.id;
     pair.offerHistory($("other-pick"), current).catch(showError);
   }
-  panel.hidden = !current || state.other === null;
-  if (panel.hidden) return;
-  const problem = other?.error ?? (other?.analysis ? pair.problem(current, other.analysis, types ?? new Map()) : null);
-  panel.querySelector("[data-role=problem]").hidden = !problem;
-  panel.querySelector("[data-role=problem]").textContent = problem ?? "";
-  panel.querySelector("[data-role=body]").hidden = Boolean(problem) || !other?.analysis;
-  panel.dataset.ready = problem ? "refused" : "false";
-  if (problem || !other?.analysis) return;
-  panel.querySelector("[data-role=maps-hint]").hidden = state.layer !== null;
-  if (state.layer === null) panel.querySelector("[data-role=maps]").hidden = true;
-  pair.renderGrids(panel, current, other.analysis, state, { selected: selected(), onSelect: selectHead, chart: chartName() });
+  if (!current || state.other === null) panel.hidden = true;
+  else pair.render(panel, current, other, types ?? new Map(), state, { selected: selected(), onSelect: selectHead, chart: chartName() });
 }
 
 /** Load the analysis `id` names as the second prompt (state.other), or say why it cannot be shown. */

@@ -37,6 +37,21 @@ function gridDifference(a, b) {
   return { rows, max };
 }
 
+/** Show the pair panel `el` for `a` and `other` ({analysis, error}: the second analysis loaded, or
+ * why not): the grids (renderGrids), or why the two cannot be compared; the maps are renderMaps'. */
+export function render(el, a, other, types, state, options) {
+  el.hidden = false;
+  const why = other?.error ?? (other?.analysis ? problem(a, other.analysis, types) : null);
+  el.querySelector("[data-role=problem]").hidden = !why;
+  el.querySelector("[data-role=problem]").textContent = why ?? "";
+  el.querySelector("[data-role=body]").hidden = Boolean(why) || !other?.analysis;
+  el.dataset.ready = why ? "refused" : "false";
+  if (why || !other?.analysis) return;
+  el.querySelector("[data-role=maps-hint]").hidden = state.layer !== null;
+  if (state.layer === null) el.querySelector("[data-role=maps]").hidden = true;
+  renderGrids(el, a, other.analysis, state, options);
+}
+
 /** Fill the pair panel `el`: both prompts as text, both head grids at `iteration` (clamped to each)
  * and B − A. state: the page's (its module's keys, e.g. `stat`); onSelect(layer, head) opens a head. */
 export function renderGrids(el, a, b, state, { selected, onSelect, chart }) {
