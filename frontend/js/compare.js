@@ -14,8 +14,8 @@ export function difference(a, b) {
   return { rows, max };
 }
 
-/** A compact pattern heatmap: no colorbar unless asked, token ticks only while they fit. */
-function heatmap(el, tokens, rows, { title, zmin, zmax, colorscale, showscale = false, hover, chart }) {
+/** A compact pattern heatmap: no colorbar unless asked, token ticks only while they fit (pair.js draws with it too). */
+export function heatmap(el, tokens, rows, { title, zmin, zmax, colorscale, showscale = false, hover, chart }) {
   const labels = tokenLabels(tokens);
   const n = tokens.length;
   const trace = {

@@ -8,9 +8,11 @@ import { clearError, setRunning, showError, showNotice, showProgress } from "./f
 import { buildCard, runButtonId } from "./forms.js";
 import { patternHeatmap } from "./heatmaps.js";
 import { refreshHistory } from "./history.js";
+import * as pair from "./pair.js";
 import { plotlyReady } from "./plotting.js";
 import { BY_NAME, PLOTS } from "./plots/index.js";
 import { clampKeys, initialState, readUrl, writeUrl } from "./state.js";
+import * as tokenView from "./tokenview.js";
 
 // Needs that are inputs (the backend's INPUT_NEEDS); every other need is a model capability.
 const INPUT_NEEDS = new Set(["text", "labelled_data"]);
@@ -19,6 +21,7 @@ const $ = (id) => document.getElementById(id);
 
 let state = initialState();
 let current = null; // the loaded, done analysis shown now
+let other = null; // {id, analysis, error}: the second prompt's analysis (state.other), loaded or why not
 let types = null; // name -> analysis type (/api/analysis_types); null while unknown
 const forms = new Map(); // name -> its card's Form
 const views = new Map(); // name -> its view's <section>
@@ -164,6 +167,9 @@ function clampState() {
     state.layer = state.head = null; // no patterns stored, or no such head
   }
   if (state.compare !== null && (state.layer === null || state.compare >= n_iterations)) state.compare = null;
+  const hasHead = ({ layer, head }) => layer < n_layers && head < n_heads && (!attending || attending.includes(layer));
+  state.pins = state.layer === null ? [] : state.pins.filter(hasHead);
+  if (state.layer === null || state.token >= (current.result.tokens?.length ?? 0)) state.token = null;
   clampKeys(state, current.result);
 }
 
@@ -222,6 +228,7 @@ async function renderDetail() {
     const rows = await api.getPattern(id, { layer, head, iteration });
     if (request !== detailRequest) return;
     performance.mark("loupe:pattern-decoded"); // read by bench/paint.py: where a slow paint goes
+    showTokenView(rows).catch(showError); // needs no Plotly: the text view comes first
     await patternHeatmap(plot, current.result.tokens, rows, { chart });
     performance.mark("loupe:pattern-drawn");
     Object.assign(plot.dataset, { analysis: id, layer, head, iteration, ready: "true" });
@@ -233,8 +240,84 @@ async function renderDetail() {
       await compare.render($("compare"), current.result.tokens, { a: iteration, b, rowsA: rows, rowsB, chart });
       Object.assign($("compare").dataset, { a: iteration, b, ready: "true" });
     }
+    if (other?.analysis && !$("pair").hidden && $("pair").dataset.ready !== "refused") await pair.renderMaps($("pair"), current, other.analysis, { layer, head, iteration, chart });
   } catch (err) {
     if (request === detailRequest) showError(err);
+  }
+}
+
+let tokenRequest = 0;
+
+/** The open head's token view: its pattern `rows` and the pinned heads' (fetched once each, cached by api.js). */
+async function showTokenView(rows) {
+  const { layer, head, iteration, pins } = state;
+  const tokens = current.result.tokens;
+  const el = $("token-view");
+  el.hidden = !tokens || tokens.length !== rows.length;
+  if (el.hidden) return;
+  const request = ++tokenRequest;
+  const id = current.id;
+  const pinned = pins.filter((p) => p.layer !== layer || p.head !== head);
+  const heads = [{ layer, head, rows }, ...(await Promise.all(
+    pinned.map(async (p) => ({ ...p, rows: await api.getPattern(id, { ...p, iteration }) })),
+  ))];
+  if (request !== tokenRequest || current?.id !== id) return;
+  tokenView.render(el, tokens, { heads, pins, token: state.token, direction: state.direction });
+  el.dataset.ready = `${id}/${layer}/${head}/${iteration}/${pins.length}`;
+}
+
+/** A change made in the token view (token, direction, pins): into the URL; only new pins redraw it. */
+async function changeTokenView(changes, { push = false } = {}) {
+  Object.assign(state, changes);
+  writeUrl(state, { push });
+  if ("pins" in changes) showTokenView(await api.getPattern(current.id, state)).catch(showError);
+}
+
+/** The second prompt's panel: its grids beside the current ones, or why there are none; and the
+ * control that starts a comparison wherever the current analysis has one. */
+function renderPair() {
+  const panel = $("pair");
+  const comparable = Boolean(current) && pair.pairs(types?.get(current.analysis));
+  $("pair-control").hidden = !comparable || state.other !== null;
+  if (!$("pair-control").hidden && $("other-pick").dataset.for !== current.id) {
+    $("other-pick").dataset.for = current.id;
+    pair.offerHistory($("other-pick"), current).catch(showError);
+  }
+  if (!current || state.other === null) panel.hidden = true;
+  else pair.render(panel, current, other, types ?? new Map(), state, { selected: selected(), onSelect: selectHead, chart: chartName() });
+}
+
+/** Load the analysis `id` names as the second prompt (state.other), or say why it cannot be shown. */
+async function loadOther(id) {
+  if (!id) {
+    other = null;
+    return;
+  }
+  if (other?.id === id) return;
+  try {
+    other = { id, analysis: (await load(id)).analysis, error: null };
+  } catch (err) {
+    other = { id, analysis: null, error: `The second analysis (${id.slice(0, 8)}) cannot be shown: ${err.message}` };
+  }
+}
+
+/** Run the second prompt with the current analysis' model and params, then show both. */
+async function runOther() {
+  const text = $("other-prompt").value;
+  const body = { analysis: current.analysis, model: current.model, params: current.params ?? {}, text };
+  clearError();
+  setRunning(true);
+  try {
+    const done = await api.untilDone(await api.createAnalysis(body), showProgress);
+    await loadOther(done.id);
+    update({ other: done.id }, { push: true });
+  } catch (err) {
+    showError(err);
+  } finally {
+    showProgress(null);
+    setRunning(false);
+    showHistory();
+    $("other-pick").dataset.for = ""; // offer the new entry too
   }
 }
 
@@ -257,6 +340,7 @@ function render() {
   $("compare-iteration").disabled = state.compare === null;
   $("compare-value").textContent = $("compare-iteration").value;
   if (state.compare === null) $("compare").hidden = true;
+  renderPair();
   if (!shown) {
     $("head-detail").hidden = true;
     return;
@@ -282,6 +366,7 @@ function selectHead(layer, head) {
 function show(analysis, { push }) {
   current = analysis;
   state.analysis = analysis.id;
+  state.other = other = null; // a new run is shown on its own; "Compare with another prompt" pairs it
   clampState();
   writeUrl(state, { push });
   render();
@@ -359,6 +444,7 @@ async function applyUrl() {
     }
   }
   state = next;
+  if (current) await loadOther(state.other);
   if (current) {
     clampState();
     writeUrl(state);
@@ -404,6 +490,7 @@ function build() {
     $("head-detail").before(view);
     views.set(plot.name, view);
   }
+  tokenView.mount($("token-view"), { onChange: changeTokenView });
 }
 
 function bind() {
@@ -439,6 +526,13 @@ function bind() {
     clearError();
   });
   $("copy-link").addEventListener("click", copyLink);
+  $("run-other").addEventListener("click", runOther);
+  $("other-pick").addEventListener("change", async (event) => {
+    if (!event.target.value) return;
+    await loadOther(event.target.value);
+    update({ other: event.target.value }, { push: true });
+  });
+  $("close-pair").addEventListener("click", () => update({ other: null }, { push: true }));
   window.addEventListener("popstate", applyUrl);
   window.addEventListener("unhandledrejection", (event) => showError(event.reason));
 }

@@ -8,8 +8,14 @@ export const VIEWS = PLOTS.map((plot) => plot.name);
 // Key order in the URL; values are strings in the URL and typed in the state.
 // compare: a second iteration of the open head, shown beside `iteration`.
 // model: the model to preselect (`?model=looped-add`); an analysis' own model wins over it.
-const COMMON = ["analysis", "view", "layer", "head", "iteration", "compare", "model"];
-const COMMON_INTS = new Set(["layer", "head", "iteration", "compare"]);
+// token, direction, pins: the open head's token view (tokenview.js): the selected position, whether
+// it shades what that token attends to ("to") or what attends to it ("from"), and the heads pinned
+// beside the open one (`pins=1.2,0.3`: layer.head).
+// other: a second analysis (another prompt on the same model) shown beside `analysis` (pair.js).
+const COMMON = ["analysis", "other", "view", "layer", "head", "iteration", "compare", "token", "direction", "pins", "model"];
+const COMMON_INTS = new Set(["layer", "head", "iteration", "compare", "token"]);
+export const DIRECTIONS = ["to", "from"];
+export const MAX_PINS = 5;
 
 /** Every view's declared keys: name -> {values, default} or {type: "int", default}. */
 function viewKeys() {
@@ -26,13 +32,28 @@ const VIEW_KEYS = viewKeys();
 
 /** The empty state: nothing analysed yet; every view's keys at their defaults. */
 export function initialState() {
-  const state = { analysis: null, view: null, layer: null, head: null, iteration: 0, compare: null, model: null };
+  const state = {
+    analysis: null, other: null, view: null, layer: null, head: null, iteration: 0, compare: null,
+    token: null, direction: "to", pins: [], model: null,
+  };
   for (const [key, spec] of Object.entries(VIEW_KEYS)) state[key] = spec.default;
   return state;
 }
 
 function nonNegativeInt(value) {
   return /^\d+$/.test(value) ? Number(value) : null;
+}
+
+/** "1.2,0.3" -> [{layer: 1, head: 2}, {layer: 0, head: 3}]: malformed and repeated entries dropped. */
+function parsePins(raw) {
+  const pins = [];
+  for (const part of raw.split(",")) {
+    const match = /^(\d+)\.(\d+)$/.exec(part);
+    if (!match || pins.length >= MAX_PINS) continue;
+    const pin = { layer: Number(match[1]), head: Number(match[2]) };
+    if (!pins.some((p) => p.layer === pin.layer && p.head === pin.head)) pins.push(pin);
+  }
+  return pins;
 }
 
 /** A URL value for a declared key, or its default when malformed or not allowed. */
@@ -48,7 +69,9 @@ export function parseQuery(search) {
   for (const key of COMMON) {
     const raw = params.get(key);
     if (raw === null || raw === "") continue;
-    state[key] = COMMON_INTS.has(key) ? nonNegativeInt(raw) : raw;
+    if (key === "pins") state.pins = parsePins(raw);
+    else if (key === "direction") state.direction = DIRECTIONS.includes(raw) ? raw : "to";
+    else state[key] = COMMON_INTS.has(key) ? nonNegativeInt(raw) : raw;
   }
   for (const [key, spec] of Object.entries(VIEW_KEYS)) {
     const raw = params.get(key);
@@ -57,7 +80,12 @@ export function parseQuery(search) {
   if (state.iteration === null) state.iteration = 0;
   if (!VIEWS.includes(state.view)) state.view = null;
   if (state.layer === null || state.head === null) state.layer = state.head = null;
-  if (state.layer === null) state.compare = null; // a comparison belongs to an open head
+  if (state.layer === null) {
+    state.compare = state.token = null; // a comparison and a selected token belong to an open head
+    state.direction = "to";
+    state.pins = [];
+  }
+  if (state.other === state.analysis) state.other = null;
   return state;
 }
 
@@ -66,13 +94,18 @@ export function toQuery(state) {
   if (!state.analysis) return "";
   const params = new URLSearchParams();
   params.set("analysis", state.analysis);
+  if (state.other) params.set("other", state.other);
   if (state.view) params.set("view", state.view);
   if (state.layer !== null && state.head !== null) {
     params.set("layer", state.layer);
     params.set("head", state.head);
   }
   params.set("iteration", state.iteration);
-  if (state.compare !== null && state.layer !== null && state.head !== null) params.set("compare", state.compare);
+  const open = state.layer !== null && state.head !== null;
+  if (state.compare !== null && open) params.set("compare", state.compare);
+  if (state.token !== null && open) params.set("token", state.token);
+  if (state.direction !== "to" && open) params.set("direction", state.direction);
+  if (state.pins.length && open) params.set("pins", state.pins.map((p) => `${p.layer}.${p.head}`).join(","));
   for (const key of Object.keys(BY_NAME.get(state.view)?.keys ?? {})) {
     if (state[key] !== null && state[key] !== undefined) params.set(key, state[key]);
   }

@@ -20,9 +20,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 @pytest.fixture(scope="session")
 def long_model_dir(tmp_path_factory):
-    """A LOUPE_MODEL_DIRS folder holding `gpt2long`: the tiny GPT-2 with a 512-token context."""
+    """A LOUPE_MODEL_DIRS folder holding `gpt2long`, the tiny GPT-2 with a 512-token context, and
+    `gpt2k`, with a 1,024-token one (the server's default max_tokens)."""
     root = tmp_path_factory.mktemp("long_dirs")
     build_tiny_gpt2(root / "gpt2long", n_ctx=512)
+    build_tiny_gpt2(root / "gpt2k", n_ctx=1024)
     return root
 
 
@@ -57,7 +59,7 @@ def native_loop_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def loupe_url(model_dir, looped_model_dir, long_model_dir, hybrid_model_dir, native_loop_dir, tmp_path_factory):
     """Base URL of `python -m loupe` on a free port, serving `local/gpt2tiny` (the default),
-    `local/loopedtiny` (3 loop iterations), `local/gpt2long`, `local/jamba` (a hybrid stack), `local/ouro` and
+    `local/loopedtiny` (3 loop iterations), `local/gpt2long`, `local/gpt2k`, `local/jamba` (a hybrid stack), `local/ouro` and
     `local/huginn` (looped in Loupe's own classes), and the shipped `induction-2l` and
     `looped-add` (for cards that follow capabilities), with an empty cache."""
     root = tmp_path_factory.mktemp("e2e_server")

@@ -230,6 +230,9 @@ def test_url_state_round_trips(new_page):
             { ...initialState(), analysis: "abc", view: "attention", layer: 0, head: 1, iteration: 1, compare: 3 },
             { ...initialState(), analysis: "abc", view: "probes", probe_layer: 2 },
             { ...initialState(), analysis: "abc", view: "logit_lens", iteration: 1 },
+            { ...initialState(), analysis: "abc", view: "attention", layer: 1, head: 0, token: 7, direction: "from",
+              pins: [{ layer: 0, head: 3 }, { layer: 1, head: 1 }] },
+            { ...initialState(), analysis: "abc", other: "def", view: "attention", stat: "self" },
             initialState(),
           ];
           return states.map((s) => [s, parseQuery(toQuery(s))]);
@@ -238,6 +241,13 @@ def test_url_state_round_trips(new_page):
     for state, parsed in results:
         assert parsed == state
     assert page.evaluate("import('/js/state.js').then((m) => m.parseQuery('?analysis=a&layer=-1&head=x&stat=<b>'))") == {
-        "analysis": "a", "view": None, "layer": None, "head": None, "iteration": 0, "compare": None, "score": "induction",
-        "stat": "bos", "probe_layer": None, "model": None,
+        "analysis": "a", "other": None, "view": None, "layer": None, "head": None, "iteration": 0, "compare": None,
+        "token": None, "direction": "to", "pins": [], "score": "induction", "stat": "bos", "probe_layer": None, "model": None,
     }
+    # the token view's keys: malformed values fall back, pins repeat or overflow only once
+    parsed = page.evaluate(
+        "import('/js/state.js').then((m) => m.parseQuery('?analysis=a&other=a&layer=1&head=0&token=x&direction=<b>"
+        "&pins=1.2,1.2,x,0.0,0.1,0.2,0.3,1.0'))"
+    )
+    assert parsed["token"] is None and parsed["direction"] == "to" and parsed["other"] is None  # itself: no pair
+    assert parsed["pins"] == [{"layer": 1, "head": 2}] + [{"layer": 0, "head": h} for h in range(4)]

@@ -50,6 +50,11 @@ export const view = `
     <div id="thumbnails" data-testid="thumbnails" class="thumbs"></div>
   </div>`;
 
+/** The head grid two prompts compare (pair.js): the chosen stat of every head at one iteration. */
+export function headGrid(result, { stat, iteration }) {
+  return { values: result.head_stats[stat][iteration], name: result.stat_labels?.[stat] ?? stat }; // [layer][head]
+}
+
 /** Wire the view's own controls once; update(changes) changes the view state. */
 export function bind(el, { update }) {
   el.querySelector("#stat-select").addEventListener("change", (event) => update({ stat: event.target.value }));
