@@ -1,16 +1,16 @@
 // The frontend registry: one module per backend analysis (registry id = module `name`), in card order.
 // Adding an analysis: its module here, and nothing in main.js or state.js.
 
+import * as ablation from "./ablation.js";
 import * as attention from "./attention.js";
 import * as exitGate from "./exit_gate.js";
 import * as hallucination from "./hallucination.js";
 import * as hallucinationEval from "./hallucination_eval.js";
-import * as headAblation from "./head_ablation.js";
 import * as headScores from "./head_scores.js";
 import * as logitLens from "./logit_lens.js";
 import * as probes from "./probes.js";
 
-export const PLOTS = [attention, headScores, logitLens, headAblation, probes, exitGate, hallucination, hallucinationEval];
+export const PLOTS = [attention, headScores, logitLens, ablation, probes, exitGate, hallucination, hallucinationEval];
 
 /** Registry id -> module. */
 export const BY_NAME = new Map(PLOTS.map((plot) => [plot.name, plot]));
