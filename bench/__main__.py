@@ -23,6 +23,7 @@ SECTIONS = ("capture", "scores", "server", "cold", "providers")
 PROVIDERS = {
     "generation": ("generation signal", 1.3, "ratio", "the hallucination capture during generation has not landed"),
     "probes": ("probes (2,000 examples)", 60.0, "value", "the probe sweep has not landed"),
+    "ablation": ("ablation sweep (144 heads, T=128)", 15.0, "ratio", "the ablation sweep has not landed"),
 }
 
 

@@ -37,7 +37,7 @@ def test_encoders_are_listed_as_encoders_without_generation(encoder_client):
     assert "unembedding" not in models["local/bert_base"]["capabilities"]
     assert "unembedding" in models["local/roberta_mlm"]["capabilities"]
     types = {t["name"]: t for t in encoder_client.get("/api/analysis_types").json()}
-    for name in ("hallucination", "hallucination_eval", "head_ablation"):
+    for name in ("hallucination", "hallucination_eval", "ablation"):
         assert "causal_lm" in types[name]["needs"]
     assert "unembedding" in types["logit_lens"]["needs"]
 
@@ -71,7 +71,7 @@ def test_generation_and_next_token_analyses_are_refused_for_encoders(encoder_cli
         model = f"local/{name}"
         for analysis, extra in (
             ("hallucination", {"text": TEXT}),
-            ("head_ablation", {"text": TEXT}),
+            ("ablation", {"text": TEXT}),
             ("hallucination_eval", {"params": {"n_examples": 10, "max_facts": 3}}),
         ):
             message = refused(encoder_client.post("/api/analyses", json={"analysis": analysis, "model": model, **extra}), "encoder")

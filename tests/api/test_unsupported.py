@@ -51,8 +51,8 @@ def test_a_hybrid_stack_shows_its_attention_layers_under_their_real_index(odd_cl
     assert len(thumbnails) == 2 and max(map(max, thumbnails[0][0])) == 0 and max(map(max, thumbnails[1][0])) > 0
     scores = odd_client.post("/api/analyses", json={"analysis": "head_scores", "model": "local/jamba", "params": {"seq_len": 8, "batch": 2}})
     assert scores.json()["result"]["scores"]["induction"][0][0] == [None] * 4
-    ablation = odd_client.post("/api/analyses", json={"analysis": "head_ablation", "model": "local/jamba", "text": "The cat sat on the mat."})
-    delta = ablation.json()["result"]["delta_loss"][0]
+    ablation = odd_client.post("/api/analyses", json={"analysis": "ablation", "model": "local/jamba", "text": "The cat sat on the mat."})
+    delta = ablation.json()["result"]["delta"][0]
     assert delta[0] == [None] * 4 and None not in delta[1]
     generated = odd_client.post(
         "/api/analyses", json={"analysis": "hallucination", "model": "local/jamba", "text": "The cat sat on the", "params": {"min_induction": 0}}
@@ -80,7 +80,7 @@ def test_a_folder_without_a_tokenizer_is_listed_with_a_warning_and_text_isrefuse
     (model,) = no_tokenizer_client.get("/api/models").json()
     assert model["id"] == "local/notok" and "tokenizer" not in model["capabilities"]
     assert model["warnings"] and "No tokenizer files" in model["warnings"][0]
-    for analysis in ("attention", "logit_lens", "head_ablation"):
+    for analysis in ("attention", "logit_lens", "ablation"):
         request = {"analysis": analysis, "model": "local/notok", "text": "The cat sat."}
         assert "no tokenizer files" in refused(no_tokenizer_client.post("/api/analyses", json=request), "no_tokenizer")
     assert no_tokenizer_client.app.state.runs.jobs.computed == 0

@@ -52,7 +52,7 @@ def test_exit_gate_is_the_models_own(client_over, ouro_dirs):
 
 def test_every_view_per_iteration_and_the_gate_beside_the_probes(client_over, ouro_dirs):
     client = client_over(ouro_dirs)
-    for analysis, params in [("attention", {}), ("head_scores", {"seq_len": 10}), ("logit_lens", {}), ("head_ablation", {}),
+    for analysis, params in [("attention", {}), ("head_scores", {"seq_len": 10}), ("logit_lens", {}), ("ablation", {}),
                              ("hallucination", {"max_new_tokens": 2, "min_induction": 0})]:
         assert _run(client, analysis, params)["n_iterations"] == 3, analysis
     probes = _run(client, "probes", {"dataset": "arithmetic_statements", "n": 40, "folds": 2}, text=None)

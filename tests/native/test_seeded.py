@@ -50,7 +50,7 @@ def test_seeded_draws_are_part_of_the_key_and_reproduce(client_over, huginn_dirs
 
 def test_every_view_runs_per_iteration(client_over, huginn_dirs):
     client = client_over(huginn_dirs)
-    for analysis, params in [("logit_lens", {}), ("head_scores", {"seq_len": 10}), ("head_ablation", {}),
+    for analysis, params in [("logit_lens", {}), ("head_scores", {"seq_len": 10}), ("ablation", {}),
                              ("hallucination", {"max_new_tokens": 2, "min_induction": 0}),
                              ("probes", {"dataset": "arithmetic_statements", "n": 40, "folds": 2})]:
         body = {"analysis": analysis, "model": "local/huginn", "text": TEXT, "params": params}

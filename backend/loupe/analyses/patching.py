@@ -12,7 +12,7 @@ from ..model_store import LoadedModel
 from ..progress import checkpoint
 from .registry import AnalysisOutput, Inputs, register, require_text, rounded
 
-LOGIT_BUDGET = 1 << 23  # floats of logits per forward batch (32 MB), as head_ablation
+LOGIT_BUDGET = 1 << 23  # floats of logits per forward batch (32 MB), as ablation
 MAX_BATCH = 32
 # Below this gap (nats) between the clean and the corrupted logit difference the metric divides by
 # rounding: float32 noise across batch sizes (~1e-5) would be a visible part of every cell.

@@ -1,5 +1,6 @@
 """The SQLAlchemy engine (SQLite in WAL mode with a busy timeout), its session factory, and migrations."""
 
+import json
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -50,7 +51,30 @@ def _migrate_1_to_2(session: Session) -> None:
         session.execute(text(f"CREATE INDEX IF NOT EXISTS ix_analysis_{column} ON analysis ({column})"))
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+def _head_ablation_result(old: dict) -> dict:
+    """A stored `head_ablation` result in `ablation`'s shape: its zero-ablation loss sweep, unchanged."""
+    kept = ("tokens", "token_ids", "n_iterations", "n_layers", "n_heads", "attention_layers", "formula")
+    return {key: old[key] for key in kept if key in old} | {
+        "mode": "zero", "metric": "loss", "heads": None, "iteration": None, "clean": old["loss"], "ablated": None,
+        "delta": old["delta_loss"], "patterns": False,
+    }  # fmt: skip
+
+
+def _migrate_2_to_3(session: Session) -> None:
+    """Version 3: `head_ablation` became `ablation` (its sweep with the default params). Stored rows are
+    renamed and their results reshaped, so their permalinks (the same ids) open as `ablation`; their
+    request params ({loop}) are valid `ablation` params with the same meaning."""
+    rows = session.execute(text("SELECT id, result FROM analysis WHERE analysis = 'head_ablation'")).all()
+    for key, result in rows:
+        old = json.loads(result) if isinstance(result, str) else result
+        new = None if old is None else json.dumps(_head_ablation_result(old))
+        session.execute(
+            text("UPDATE analysis SET analysis = 'ablation', result = :result, size_bytes = size_bytes + :grown WHERE id = :id"),
+            {"id": key, "result": new, "grown": 0 if new is None else len(new) - len(json.dumps(old))},
+        )
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def init_db(engine: Engine) -> sessionmaker[Session]:

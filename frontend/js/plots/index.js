@@ -1,11 +1,11 @@
 // The frontend registry: one module per backend analysis (registry id = module `name`), in card order.
 // Adding an analysis: its module here, and nothing in main.js or state.js.
 
+import * as ablation from "./ablation.js";
 import * as attention from "./attention.js";
 import * as exitGate from "./exit_gate.js";
 import * as hallucination from "./hallucination.js";
 import * as hallucinationEval from "./hallucination_eval.js";
-import * as headAblation from "./head_ablation.js";
 import * as headScores from "./head_scores.js";
 import * as logitAttribution from "./logit_attribution.js";
 import * as logitLens from "./logit_lens.js";
@@ -13,7 +13,7 @@ import * as patching from "./patching.js";
 import * as probes from "./probes.js";
 
 export const PLOTS = [
-  attention, headScores, logitLens, logitAttribution, headAblation, patching, probes, exitGate, hallucination, hallucinationEval,
+  attention, headScores, logitLens, logitAttribution, ablation, patching, probes, exitGate, hallucination, hallucinationEval,
 ];
 
 /** Registry id -> module. */
