@@ -64,7 +64,8 @@ class Analysis:
         """float32 [layer, head, query_pos, key_pos] of one iteration; NaN for a layer without
         attention (a hybrid stack's state-space layers). One request per head."""
         result = self.result or {}
-        attending = set(result.get("attention_layers") or range(result["n_layers"]))
+        layers = result.get("attention_layers")
+        attending = set(range(result["n_layers"]) if layers is None else layers)
         n_tokens = len(result["tokens"])
         return np.stack([
             np.stack([
