@@ -76,3 +76,19 @@ def refused(response, code: str) -> str:
     body = response.json()
     assert set(body) == {"error", "code", "status"} and body["code"] == code and body["status"] == 422
     return body["error"]
+
+
+@pytest.fixture(scope="session")
+def loupe_server(model_dir, tmp_path_factory):
+    """`python -m loupe` on a free port over `model_dir` (`local/gpt2tiny`, the default model), an
+    empty zoo and an empty data dir of its own."""
+    from .server import running_server
+
+    root = tmp_path_factory.mktemp("loupe_server")
+    (root / "zoo").mkdir()
+    env = {
+        "LOUPE_DATA_DIR": str(root / "data"), "LOUPE_MODEL_DIRS": str(model_dir), "LOUPE_ZOO_DIR": str(root / "zoo"),
+        "LOUPE_DEFAULT_MODEL": TINY, "LOUPE_HUB_MODELS": "", "LOUPE_API_TOKEN": "",
+    }
+    with running_server(env, root / "server.log") as server:
+        yield server
