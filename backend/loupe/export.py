@@ -36,10 +36,6 @@ def document(row: Analysis) -> dict:
 
 # ---- CSV --------------------------------------------------------------------------------------
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _leaves(value: object, field: str, index: tuple[int, ...]) -> Iterator[tuple[str, tuple[int, ...], object]]:
     """Every number (or null inside an array) under `value`: dict keys extend the field, list positions the index."""
     if isinstance(value, dict):
@@ -48,7 +44,7 @@ def _leaves(value: object, field: str, index: tuple[int, ...]) -> Iterator[tuple
     elif isinstance(value, list):
         for pos, item in enumerate(value):
             yield from _leaves(item, field, (*index, pos))
-    elif _is_number(value) or isinstance(value, bool) or (value is None and index):
+    elif isinstance(value, int | float) or (value is None and index):  # booleans too, as 0/1
         yield field, index, value
 
 
