@@ -150,12 +150,17 @@ class RunService:
         if not self.cache.delete(key):
             raise NotFound(f"No analysis {key!r}.")
 
-    def pattern(self, key: str, name: str, iteration: int, layer: int = -1, head: int = -1) -> tuple[Analysis, Blob]:
-        """A done analysis and one of its stored slices, or the error saying why there is none."""
+    def done(self, key: str) -> Analysis:
+        """A done analysis, or the error saying why it is not (unknown: 404, not done: 409)."""
         row = self.read(key)
         if row.status != "done":
             hint = " POST its request again to recompute it." if row.status == "evicted" else ""
             raise NotReady(f"Analysis {key} is {row.status}, not done.{hint}")
+        return row
+
+    def pattern(self, key: str, name: str, iteration: int, layer: int = -1, head: int = -1) -> tuple[Analysis, Blob]:
+        """A done analysis and one of its stored slices, or the error saying why there is none."""
+        row = self.done(key)
         if not spec_of(row.analysis).stores_patterns:
             raise NoPatterns(f"Analysis {key} is a {row.analysis}, which stores no attention patterns.")
         sizes = {"iteration": (iteration, row.result["n_iterations"])}

@@ -4,12 +4,13 @@
 
 import * as api from "./api.js";
 import * as compare from "./compare.js";
+import * as exportMenu from "./exports.js";
 import { clearError, setRunning, showError, showNotice, showProgress } from "./feedback.js";
 import { buildCard, runButtonId } from "./forms.js";
 import { patternHeatmap } from "./heatmaps.js";
 import { refreshHistory } from "./history.js";
 import * as pair from "./pair.js";
-import { plotlyReady } from "./plotting.js";
+import { fileName, plotlyReady } from "./plotting.js";
 import { BY_NAME, PLOTS } from "./plots/index.js";
 import { clampKeys, initialState, readUrl, writeUrl } from "./state.js";
 import * as tokenView from "./tokenview.js";
@@ -224,6 +225,7 @@ async function renderDetail() {
   plot.dataset.ready = "false";
   const request = ++detailRequest;
   const chart = chartName({ head: true });
+  exportMenu.point(panel.querySelector(".export-menu"), id, { head: { layer, head, iteration }, name: fileName(chart) });
   try {
     const rows = await api.getPattern(id, { layer, head, iteration });
     if (request !== detailRequest) return;
@@ -345,6 +347,7 @@ function render() {
     $("head-detail").hidden = true;
     return;
   }
+  exportMenu.point(views.get(state.view).querySelector(".export-menu"), current.id);
   renderOverview(renderDetail()); // renderDetail catches its own errors
 }
 
@@ -487,10 +490,12 @@ function build() {
     view.dataset.view = plot.name;
     view.innerHTML = plot.view; // the module's static markup: no data goes in here
     plot.bind?.(view, { update });
+    view.prepend(exportMenu.menu(view, `export-${plot.name}`));
     $("head-detail").before(view);
     views.set(plot.name, view);
   }
   tokenView.mount($("token-view"), { onChange: changeTokenView });
+  $("close-head").before(exportMenu.menu($("head-detail"), "export-head"));
 }
 
 function bind() {

@@ -1,5 +1,5 @@
-// Plotly defaults for every chart on the page: fonts, colours, the one config (no cloud button, a
-// PNG named after the view), token labels, and resizing with the element. Charts draw through draw().
+// Plotly defaults for every chart on the page: fonts, colours, the one config (no cloud button, PNG
+// and SVG named and titled after the view), token labels, and resizing with the element. Charts draw through draw().
 // Every string handed to Plotly goes through plotlyText(): Plotly renders tags such as <b> or <br>
 // in labels and hover text, and token strings are user data.
 
@@ -47,13 +47,41 @@ export function fileName({ model, analysis, layer, head, iteration, part } = {})
   return parts.join("-");
 }
 
-/** The config of every chart: no Plotly logo, no cloud or Chart Studio button, PNG named by `name`. */
+/** The title a saved image carries: `<model> · <analysis> · L<layer>H<head> · iteration <i> · <part>`, the parts given. */
+export function chartTitle({ model, analysis, layer, head, iteration, part } = {}) {
+  const parts = [model, analysis];
+  if (layer !== undefined && layer !== null && head !== undefined && head !== null) parts.push(`L${layer}H${head}`);
+  if (iteration !== undefined && iteration !== null) parts.push(`iteration ${iteration}`);
+  parts.push(part);
+  return parts.filter((p) => p !== undefined && p !== null && p !== "").join(" · ");
+}
+
+/** Save a drawn chart as an image (`format` png or svg), named by its chart name and titled with it:
+ * the title is added to a copy of the figure for the file only, never to the chart on the page. */
+export function saveImage(el, format) {
+  const name = el._loupeChart ?? {};
+  const layout = { ...el.layout, title: { text: plotlyText(chartTitle(name)), font: { size: 13 } } };
+  layout.margin = { ...(el.layout.margin ?? {}), t: Math.max(48, el.layout.margin?.t ?? 0) };
+  const { width, height } = el._fullLayout;
+  return Plotly().downloadImage({ data: el.data, layout }, { format, filename: fileName(name), width, height });
+}
+
+const imageButton = (format) => ({
+  name: `Download plot as ${format.toUpperCase()}`,
+  title: `Download plot as ${format.toUpperCase()}`,
+  icon: format === "png" ? Plotly().Icons.camera : Plotly().Icons.disk,
+  click: (el) => saveImage(el, format),
+});
+
+/** The config of every chart: no Plotly logo, no cloud or Chart Studio button; PNG and SVG buttons
+ * save it named (toImageButtonOptions.filename) and titled by its chart name `name` (saveImage). */
 export function config(name = {}) {
   return {
     displaylogo: false,
     showSendToCloud: false,
     showEditInChartStudio: false,
-    modeBarButtonsToRemove: ["select2d", "lasso2d"],
+    modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage"],
+    modeBarButtonsToAdd: [imageButton("png"), imageButton("svg")],
     toImageButtonOptions: { format: "png", filename: fileName(name) },
   };
 }
@@ -69,8 +97,9 @@ const resizer = new ResizeObserver((entries) => {
   }
 });
 
-/** Draw (or redraw) a chart with the page's defaults; `name` names its PNG (see fileName). Returns Plotly's promise. */
+/** Draw (or redraw) a chart with the page's defaults; `name` names and titles its images (fileName, chartTitle). Returns Plotly's promise. */
 export function draw(el, traces, layout, name = {}) {
+  el._loupeChart = name; // what saveImage names and titles it by
   const drawn = Plotly().react(el, traces, { ...BASE_LAYOUT, ...layout }, config(name));
   resizer.observe(el);
   return drawn;

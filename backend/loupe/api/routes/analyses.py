@@ -1,6 +1,7 @@
 """Analyses: create (or find cached), read, delete, and read one head's stored pattern. Thin by design:
 each route validates, calls the run service and returns."""
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from ... import export
 from ...analyses import REGISTRY
 from ...codec import decode_pattern, decode_thumbnails
 from ...db.tables import Analysis
@@ -172,7 +174,57 @@ def get_attention(
     pattern = decode_pattern(blob.codec, blob.data, blob.shape)
     if format == "u16":
         return Response(np.rint(pattern * 65535).astype("<u2").tobytes(), media_type="application/octet-stream", headers=headers)
-    return HeadPattern(tokens=row.result["tokens"], iteration=iteration, layer=layer, head=head, pattern=np.round(pattern, 5).tolist())
+    return HeadPattern(tokens=row.result["tokens"], iteration=iteration, layer=layer, head=head, pattern=_rounded(pattern))
+
+
+def _rounded(pattern: np.ndarray) -> list[list[float]]:
+    """A decoded pattern as JSON (and CSV) show it: 5 decimals, beyond the stored 16-bit precision."""
+    return np.round(pattern, 5).tolist()
+
+
+def _download(content: str, media_type: str, name: str) -> Response:
+    return Response(content, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+CSV = {"text/csv": {"schema": {"type": "string"}}}
+
+
+@router.get("/analyses/{analysis_id}/export.json", operation_id="export_json")
+def export_json(analysis_id: str, runs: RunsDep) -> Response:
+    """A done analysis as a JSON file: id, analysis, version, model, text, params, request and its result."""
+    row = runs.done(analysis_id)
+    return _download(json.dumps(export.document(row), indent=1), "application/json", export.file_name(row, "json"))
+
+
+@router.get("/analyses/{analysis_id}/export.csv", operation_id="export_csv", responses={200: {"content": CSV}})
+def export_csv(analysis_id: str, runs: RunsDep) -> Response:
+    """Every number of a done analysis' result as one long CSV table: `field, iteration, layer, head,
+    index_<k>…, value` (axes a field lacks are empty), e.g. `head_stats.bos,0,1,3,,0.42`."""
+    row = runs.done(analysis_id)
+    return _download(export.to_csv(*export.result_rows(row.result)), "text/csv; charset=utf-8", export.file_name(row, "csv"))
+
+
+@router.get("/analyses/{analysis_id}/export.html", operation_id="export_html", responses={200: {"content": {"text/html": {}}}})
+def export_html(analysis_id: str, runs: RunsDep, settings: SettingsDep) -> Response:
+    """A standalone HTML report of a done analysis: its data, Plotly and the drawing script inline;
+    it opens from a file, offline, and fetches nothing."""
+    row = runs.done(analysis_id)
+    return _download(export.report(row, settings.frontend_dir), "text/html; charset=utf-8", export.file_name(row, "html"))
+
+
+@router.get("/analyses/{analysis_id}/attention/export.csv", operation_id="export_attention_csv", responses={200: {"content": CSV}})
+def export_attention_csv(
+    analysis_id: str,
+    runs: RunsDep,
+    layer: Annotated[int, Query()] = 0,
+    head: Annotated[int, Query()] = 0,
+    iteration: Annotated[int, Query()] = 0,
+) -> Response:
+    """One head's pattern at one iteration as CSV: `query_pos, key_pos, query_token, key_token, weight`."""
+    row, blob = runs.pattern(analysis_id, "pattern", iteration, layer, head)
+    pattern = _rounded(decode_pattern(blob.codec, blob.data, blob.shape))
+    name = export.file_name(row, "csv", f"L{layer}H{head}-it{iteration}")
+    return _download(export.to_csv(*export.pattern_rows(row.result["tokens"], pattern)), "text/csv; charset=utf-8", name)
 
 
 @router.get("/analyses/{analysis_id}/thumbnails", operation_id="get_thumbnails")
