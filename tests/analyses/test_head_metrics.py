@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from loupe.analyses.attention import AttentionParams, attention, head_stats, position_stats
-from loupe.analyses.head_metrics import METRICS, WINDOW, HeadMetricParams, corpus_texts, head_metrics
+from loupe.analyses.head_metrics import CORPUS, METRICS, WINDOW, HeadMetricParams, corpus_texts, head_metrics
 from loupe.analyses.registry import Inputs
 from loupe.capture import capture_patterns
 from loupe.errors import InvalidInput, TooLong
@@ -62,7 +62,7 @@ def _per_query(model, text, loop=None) -> dict[str, torch.Tensor]:
 
 
 def test_means_equal_attention_per_text_averaged(tiny_model):
-    result = _run(tiny_model, texts=TEXTS, max_tokens=64)
+    result = _run(tiny_model, corpus="texts", texts=TEXTS, max_tokens=64)
     expected = _attention_mean(tiny_model, TEXTS)
     for name in ("bos", "previous_token", "self", "entropy"):
         assert torch.tensor(result.metrics[name]) == pytest.approx(expected[name], abs=2e-4), name
@@ -70,7 +70,7 @@ def test_means_equal_attention_per_text_averaged(tiny_model):
 
 
 def test_induction_equals_plain_torch_on_captured_patterns(tiny_model):
-    result = _run(tiny_model, texts=TEXTS, max_tokens=64)
+    result = _run(tiny_model, corpus="texts", texts=TEXTS, max_tokens=64)
     per_text = [_per_query(tiny_model, text)["induction"] for text in TEXTS]
     means = [values.nanmean(-1) for values in per_text if not values.isnan().all()]  # texts with a repeat
     assert result.n_induction_texts == len(means) == len(TEXTS) - 1  # "x" repeats no token
@@ -101,14 +101,14 @@ def _check_examples(model, result, texts, loop=None, k=3):
 
 
 def test_top_k_examples_are_the_true_argmax_positions(tiny_model):
-    result = _run(tiny_model, texts=TEXTS, max_tokens=64, top_k=3)
+    result = _run(tiny_model, corpus="texts", texts=TEXTS, max_tokens=64, top_k=3)
     _check_examples(tiny_model, result, TEXTS)
     assert result.texts == TEXTS
 
 
 def test_looped_model_per_iteration(looped_model):
     texts = ["12+34=46?", "11+11=22?", "99+1=100?"]
-    result = _run(looped_model, texts=texts, max_tokens=32, top_k=2)
+    result = _run(looped_model, corpus="texts", texts=texts, max_tokens=32, top_k=2)
     assert result.n_iterations == 3
     expected = _attention_mean(looped_model, texts)
     for name in ("bos", "previous_token", "self", "entropy"):
@@ -118,7 +118,7 @@ def test_looped_model_per_iteration(looped_model):
 
 def test_retrofit_loop_on_a_plain_model(tiny_model):
     loop = LoopSpec(start=1, end=1, times=2)
-    result = _run(tiny_model, texts=TEXTS[:3], max_tokens=64, top_k=2, loop=loop)
+    result = _run(tiny_model, corpus="texts", texts=TEXTS[:3], max_tokens=64, top_k=2, loop=loop)
     assert result.n_iterations == 2
     expected = _attention_mean(tiny_model, TEXTS[:3], loop)
     for name in ("bos", "previous_token", "self", "entropy"):
@@ -130,8 +130,8 @@ def test_built_in_corpus_texts_fit_and_come_in_order(tiny_model):
     texts = list(corpus_texts(tiny_model, 30, 24))
     assert len(texts) == 30
     assert all(tiny_model.tokenize(text, 1024).shape[-1] <= 24 for text in texts)
-    paragraphs = tiny_model and open(__import__("loupe.analyses.head_metrics", fromlist=["CORPUS"]).CORPUS).read()
-    positions = [paragraphs.index(text) for text in texts]  # each a verbatim piece of the corpus, in order
+    corpus = CORPUS.read_text()
+    positions = [corpus.index(text) for text in texts]  # each a verbatim piece of the corpus, in order
     assert positions == sorted(positions)
     result = _run(tiny_model, n_texts=12, max_tokens=24, top_k=1)
     assert result.corpus == "english" and result.texts == texts[:12]
@@ -150,11 +150,11 @@ def test_position_stats_average_to_head_stats():
 @pytest.mark.parametrize(
     "params, error",
     [
-        ({"texts": []}, InvalidInput),
-        ({"texts": ["  "]}, InvalidInput),
-        ({"texts": ["fine", ""]}, InvalidInput),
-        ({"texts": ["copy " * 40], "max_tokens": 16}, TooLong),
-        ({"texts": ["short"], "max_tokens": 4000}, TooLong),  # over the tiny model's context (128)
+        ({"corpus": "texts", "texts": []}, InvalidInput),
+        ({"corpus": "texts", "texts": ["  "]}, InvalidInput),
+        ({"corpus": "texts", "texts": ["fine", ""]}, InvalidInput),
+        ({"corpus": "texts", "texts": ["copy " * 40], "max_tokens": 16}, TooLong),
+        ({"corpus": "texts", "texts": ["short"], "max_tokens": 4000}, TooLong),  # over the tiny model's context (128)
     ],
 )
 def test_bad_corpus_is_refused(tiny_model, params, error):

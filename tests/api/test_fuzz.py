@@ -85,7 +85,10 @@ PARAMS = {
     ),
     "head_metrics": st.fixed_dictionaries(
         {"n_texts": st.integers(1, 4), "max_tokens": st.integers(100, 128), "top_k": st.integers(1, 4)},  # 20 UTF-8 chars fit
-        optional={"texts": st.lists(TEXT, min_size=1, max_size=3), "loop": LOOP},
+        optional={"loop": LOOP},
+    ) | st.fixed_dictionaries(
+        {"corpus": st.just("texts"), "texts": st.lists(TEXT, min_size=1, max_size=3), "max_tokens": st.integers(100, 128)},
+        optional={"top_k": st.integers(1, 4), "loop": LOOP},
     ),
     "hallucination": st.fixed_dictionaries(
         {"max_new_tokens": st.integers(1, 4)},

@@ -8,7 +8,7 @@ from loupe.analyses.head_metrics import MAX_TEXTS, HeadMetricParams, head_metric
 
 from ..conftest import TINY
 
-PARAMS = {"texts": ["The cat sat on the mat. The cat sat.", "abc abc"], "max_tokens": 64, "top_k": 2}
+PARAMS = {"corpus": "texts", "texts": ["The cat sat on the mat. The cat sat.", "abc abc"], "max_tokens": 64, "top_k": 2}
 REQUEST = {"analysis": "head_metrics", "model": TINY, "params": PARAMS}
 
 
@@ -38,14 +38,16 @@ def test_the_stored_result_is_the_analysis(client, tiny_model):
 @pytest.mark.parametrize(
     "params, status, code, says",
     [
-        ({"texts": []}, 422, "invalid_input", "empty"),
-        ({"texts": ["", " "]}, 422, "invalid_input", "empty"),
-        ({"texts": ["a"] * (MAX_TEXTS + 1)}, 422, "invalid_input", "texts"),
-        ({"texts": ["fine", "copy " * 60], "max_tokens": 32}, 413, "too_long", "Text 2"),
-        ({"texts": ["x" * 5000]}, 413, "too_long", "Text 1"),
+        ({"corpus": "texts", "texts": []}, 422, "invalid_input", "empty"),
+        ({"corpus": "texts", "texts": ["", " "]}, 422, "invalid_input", "empty"),
+        ({"corpus": "texts", "texts": ["a"] * (MAX_TEXTS + 1)}, 422, "invalid_input", "texts"),
+        ({"corpus": "texts", "texts": ["fine", "copy " * 60], "max_tokens": 32}, 413, "too_long", "Text 2"),
+        ({"corpus": "texts", "texts": ["x" * 5000]}, 413, "too_long", "Text 1"),
         ({"max_tokens": 4096}, 413, "too_long", "max_tokens"),  # over the tiny model's 128-token context
         ({"top_k": 0}, 422, "invalid_input", "top_k"),
-        ({"texts": [{"text": "a row, not a text"}]}, 422, "invalid_input", "texts"),
+        ({"texts": ["a text without corpus `texts`"]}, 422, "invalid_input", "corpus"),
+        ({"corpus": "texts"}, 422, "invalid_input", "corpus"),
+        ({"corpus": "texts", "texts": [{"text": "a row, not a text"}]}, 422, "invalid_input", "texts"),
     ],
 )
 def test_bad_corpus_gives_the_one_error_shape(client, params, status, code, says):

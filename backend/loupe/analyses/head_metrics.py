@@ -9,9 +9,10 @@ position) pairs of each stat are kept with a token window around them.
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ..capture import recording_attention
 from ..config import REPO_ROOT
@@ -38,13 +39,20 @@ DESCRIPTIONS = {
 
 
 class HeadMetricParams(BaseModel):
+    corpus: Literal["english", "texts"] = Field("english", description="The built-in English text, or `texts` for your own.")
     texts: list[str] | None = Field(
-        None, max_length=MAX_TEXTS, description="Your own texts (a JSONL of {\"text\": …} rows); default the built-in English corpus."
+        None, max_length=MAX_TEXTS, description="Your own texts (the page reads a JSONL of {\"text\": …} rows), when corpus is `texts`."
     )
     n_texts: int = Field(100, ge=1, le=MAX_TEXTS, description="Texts taken from the built-in corpus.")
     max_tokens: int = Field(64, ge=4, le=4096, description="Tokens per text at most (BOS included): built-in texts are cut to fit, uploaded ones refused.")
     top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="Examples kept per head and metric.")
     loop: LoopSpec | None = Field(None, description="Loop count, or a retrofit loop of a plain model.")
+
+    @model_validator(mode="after")
+    def _texts_iff_corpus_texts(self) -> "HeadMetricParams":
+        if (self.corpus == "texts") != (self.texts is not None):
+            raise ValueError("give `texts` exactly when corpus is `texts`")
+        return self
 
 
 class Example(BaseModel):
@@ -158,12 +166,9 @@ class _TopK:
         return heads
 
 
-def _texts(model: LoadedModel, params: HeadMetricParams, limit: int) -> tuple[str, list[str], list[torch.Tensor]]:
-    """(corpus name, the texts, their tokens [pos] each), or InvalidInput/TooLong."""
-    if params.texts is None:
-        corpus, texts = "english", list(corpus_texts(model, params.n_texts, limit))
-    else:
-        corpus, texts = "texts", params.texts
+def _texts(model: LoadedModel, params: HeadMetricParams, limit: int) -> tuple[list[str], list[torch.Tensor]]:
+    """(the texts, their tokens [pos] each), or InvalidInput/TooLong."""
+    texts = params.texts if params.corpus == "texts" else list(corpus_texts(model, params.n_texts, limit))
     if not texts or not any(text.strip() for text in texts):
         raise InvalidInput("The corpus is empty: give at least one non-empty text.")
     for number, text in enumerate(texts, start=1):
@@ -177,7 +182,7 @@ def _texts(model: LoadedModel, params: HeadMetricParams, limit: int) -> tuple[st
             tokens.append(model.tokenize(text, limit)[0])  # [pos]
         except TooLong as exc:
             raise TooLong(f"Text {number}: {exc.message} (max_tokens)") from None
-    return corpus, texts, tokens
+    return texts, tokens
 
 
 @register("head_metrics", version=1, params=HeadMetricParams, needs=("attention", "causal_lm", "tokenizer"))
@@ -192,7 +197,7 @@ def head_metrics(model: LoadedModel, params: HeadMetricParams, inputs: Inputs) -
     limit = min(params.max_tokens, inputs.max_tokens, model.n_ctx)
     if params.max_tokens > min(inputs.max_tokens, model.n_ctx):
         raise TooLong(f"max_tokens is {params.max_tokens}; this server and {model.id} accept at most {limit} tokens per text.")
-    corpus, texts, tokens = _texts(model, params, limit)
+    texts, tokens = _texts(model, params, limit)
     sums: dict[str, torch.Tensor] = {}  # metric -> [iteration, layer, head]
     counts: dict[str, torch.Tensor] = {}
     top: dict[tuple[int, int], dict[str, _TopK]] = {}  # (iteration firing, layer) -> metric -> its top k
@@ -223,7 +228,7 @@ def head_metrics(model: LoadedModel, params: HeadMetricParams, inputs: Inputs) -
     }
     return AnalysisOutput(
         result=HeadMetrics(
-            corpus=corpus,
+            corpus=params.corpus,
             texts=texts,
             n_tokens=sum(len(ids) for ids in tokens),
             n_induction_texts=sum(bool(induction_targets(ids).any()) for ids in tokens),
