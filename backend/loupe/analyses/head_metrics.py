@@ -88,9 +88,10 @@ def corpus_texts(model: LoadedModel, n_texts: int, max_tokens: int, path: Path =
 
     def fits(text: str) -> bool:
         try:
-            return bool(model.tokenize(text, max_tokens).shape[-1])
+            model.tokenize(text, max_tokens)  # TooLong past max_tokens
         except TooLong:
             return False
+        return True
 
     for paragraph in path.read_text().split("\n\n"):
         lines = [line for line in paragraph.strip("\n").split("\n") if line.strip()]
