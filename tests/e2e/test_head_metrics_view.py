@@ -86,3 +86,13 @@ def test_an_uploaded_jsonl_is_the_corpus(new_page, loupe_url, tmp_path):
     page.set_input_files("#hm-file", str(bad))
     wait_js(page, "!document.getElementById('error').hidden")
     assert "Line 2" in page.inner_text("#error-message")
+
+
+def test_a_looped_model_has_a_point_per_head_and_iteration(new_page, loupe_url):
+    page = open_page(new_page)
+    result = _run(page, loupe_url, "local/loopedtiny", **{"n-texts": 4, "max-tokens": 16, "top-k": 1})["result"]
+    assert result["n_iterations"] == 3
+    drawn = page.evaluate(f"(() => {{ const t = {SCATTER}.data[0]; return {{y: t.y, text: t.text}}; }})()")
+    heads = [(i, l, h) for i in range(3) for l in range(result["n_layers"]) for h in range(result["n_heads"])]
+    assert drawn["text"] == [f"L{l}H{h} it{i}" for i, l, h in heads]
+    assert drawn["y"] == [result["metrics"]["induction"][i][l][h] for i, l, h in heads]
