@@ -83,6 +83,13 @@ PARAMS = {
          "folds": st.integers(2, 3)},
         optional={"seed": SEEDS, "position": st.sampled_from([-1, 0]), "loop": LOOP},
     ),
+    "head_metrics": st.fixed_dictionaries(
+        {"n_texts": st.integers(1, 4), "max_tokens": st.integers(100, 128), "top_k": st.integers(1, 4)},  # 20 UTF-8 chars fit
+        optional={"loop": LOOP},
+    ) | st.fixed_dictionaries(
+        {"corpus": st.just("texts"), "texts": st.lists(TEXT, min_size=1, max_size=3), "max_tokens": st.integers(100, 128)},
+        optional={"top_k": st.integers(1, 4), "loop": LOOP},
+    ),
     "hallucination": st.fixed_dictionaries(
         {"max_new_tokens": st.integers(1, 4)},
         optional={"sample": st.booleans(), "temperature": st.floats(0.1, 2), "seed": SEEDS, "top_k": st.integers(1, 8),

@@ -35,18 +35,33 @@ STAT_DESCRIPTIONS = {
 }
 
 
-def head_stats(pattern: torch.Tensor, bidirectional: bool = False) -> dict[str, torch.Tensor]:
-    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head].
-    `bidirectional` (an encoder): every query sees all T keys, so entropy is divided by log T."""
+def position_stats(pattern: torch.Tensor, bidirectional: bool = False) -> dict[str, torch.Tensor]:
+    """Each query's value of every stat, patterns [..., head, query_pos, key_pos] -> each [..., head,
+    query_pos]: attention to the first token, to the previous token, to itself, and its entropy over
+    log(visible keys). A stat is defined from query FIRST_QUERY[name] on; the entries before are not
+    the stat (NaN or a raw value: mask them). `bidirectional` (an encoder): every query sees all T
+    keys, so entropy is divided by log T. First token and self are views of `pattern`."""
     n_pos = pattern.shape[-1]
     pos = torch.arange(n_pos)
-    zero = pattern.new_zeros(pattern.shape[:-2])
-    bos = pattern[..., 1:, 0].mean(-1) if n_pos > 1 else zero
-    previous = pattern[..., pos[2:], pos[2:] - 1].mean(-1) if n_pos > 2 else zero
-    own = pattern.diagonal(dim1=-2, dim2=-1).mean(-1)
-    visible = torch.log(torch.full((n_pos - 1,), float(n_pos)) if bidirectional else pos[1:].float() + 1)  # queries 1..T-1
-    entropy = (-_sum_plogp(pattern)[..., 1:] / visible).mean(-1) if n_pos > 1 else zero
-    return {"bos": bos, "previous_token": previous, "self": own, "entropy": entropy}
+    previous = pattern.new_full(pattern.shape[:-1], float("nan"))  # [..., head, query_pos]
+    previous[..., 2:] = pattern[..., pos[2:], pos[2:] - 1]
+    visible = torch.log(torch.full((n_pos,), float(n_pos)) if bidirectional else pos.float() + 1)
+    entropy = torch.cat([previous[..., :1], -_sum_plogp(pattern)[..., 1:] / visible[1:]], -1)
+    return {"bos": pattern[..., :, 0], "previous_token": previous, "self": pattern.diagonal(dim1=-2, dim2=-1), "entropy": entropy}
+
+
+# The first query at which each stat is defined (position_stats is NaN before it).
+FIRST_QUERY = {"bos": 1, "previous_token": 2, "self": 0, "entropy": 1}
+
+
+def head_stats(pattern: torch.Tensor, bidirectional: bool = False) -> dict[str, torch.Tensor]:
+    """Per-head summaries of patterns [..., head, query_pos, key_pos] -> each [..., head]: the mean
+    of position_stats over the queries that define it (0 where none does: a text of one or two tokens)."""
+    n_pos = pattern.shape[-1]
+    return {
+        name: values[..., FIRST_QUERY[name] :].mean(-1) if n_pos > FIRST_QUERY[name] else pattern.new_zeros(pattern.shape[:-2])
+        for name, values in position_stats(pattern, bidirectional).items()
+    }
 
 
 def _sum_plogp(pattern: torch.Tensor) -> torch.Tensor:

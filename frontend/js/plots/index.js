@@ -6,6 +6,7 @@ import * as attention from "./attention.js";
 import * as exitGate from "./exit_gate.js";
 import * as hallucination from "./hallucination.js";
 import * as hallucinationEval from "./hallucination_eval.js";
+import * as headMetrics from "./head_metrics.js";
 import * as headScores from "./head_scores.js";
 import * as logitAttribution from "./logit_attribution.js";
 import * as logitLens from "./logit_lens.js";
@@ -13,7 +14,7 @@ import * as patching from "./patching.js";
 import * as probes from "./probes.js";
 
 export const PLOTS = [
-  attention, headScores, logitLens, logitAttribution, ablation, patching, probes, exitGate, hallucination, hallucinationEval,
+  attention, headScores, headMetrics, logitLens, logitAttribution, ablation, patching, probes, exitGate, hallucination, hallucinationEval,
 ];
 
 /** Registry id -> module. */
