@@ -84,9 +84,10 @@ def tokenize(model_id: str, body: TokenizeRequest, store: StoreDep, settings: Se
         raise TooLong(f"The text has {len(body.text)} characters; the limit is {settings.max_tokens} tokens.")
     model = store.get(model_id)
     limit = model.token_limit(settings.max_tokens)
-    n_tokens = model.token_ids(body.text).shape[-1]
-    truncated = None
-    if body.truncate and n_tokens > limit:
-        text, ids = model.first_tokens(body.text, limit)
-        truncated = {"text": text, "n_tokens": len(ids)}
+    with model.lock:  # a fast tokenizer is not to be used by two threads at once ("Already borrowed")
+        n_tokens = model.token_ids(body.text).shape[-1]
+        truncated = None
+        if body.truncate and n_tokens > limit:
+            text, ids = model.first_tokens(body.text, limit)
+            truncated = {"text": text, "n_tokens": len(ids)}
     return {"n_tokens": n_tokens, "limit": limit, "truncated": truncated}
