@@ -11,9 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# torch first and exactly pinned, CPU build: a range (or the default index) pulls CUDA packages of several GB
+# torch first, from requirements-torch.txt as `make install`: exactly pinned, CPU build (a range, or
+# the default index, pulls CUDA packages of several GB)
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
+COPY requirements-torch.txt ./
+RUN pip install --index-url "$TORCH_INDEX_URL" -r requirements-torch.txt
 
 COPY pyproject.toml README.md ./
 COPY backend ./backend

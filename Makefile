@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-torch.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and exactly pinned: any range lets pip pull a CUDA build of several GB
-	$(PY) -m pip install -q torch==2.13.0
+	# torch first, from requirements-torch.txt as the Docker image: exactly pinned, CPU build
+	$(PY) -m pip install -q -r requirements-torch.txt
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -1,6 +1,7 @@
 """The Docker image and compose file, read (no Docker engine here): what they declare fits the app."""
 
 import fnmatch
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -14,8 +15,9 @@ def test_compose_serves_the_image_on_loopback_with_its_data_and_health_check():
     loupe = compose["services"]["loupe"]
     assert loupe["build"] == "." and (ROOT / "Dockerfile").is_file()
     assert loupe["ports"] == ["127.0.0.1:8000:8000"]  # this machine only, as `make run`
-    mounts = dict(volume.split(":") for volume in loupe["volumes"])
-    assert mounts == {"loupe-data": "/data", "hf-cache": "/hf-cache"} and set(compose["volumes"]) == set(mounts)
+    mounts = {volume.split(":")[0]: volume.split(":")[1:] for volume in loupe["volumes"]}
+    assert mounts == {"loupe-data": ["/data"], "hf-cache": ["/hf-cache"], "./models-local": ["/models-local", "ro"]}
+    assert set(compose["volumes"]) == {"loupe-data", "hf-cache"}  # named volumes; the model folder is a bind mount
     assert loupe["environment"]["LOUPE_DATA_DIR"] == "/data" and loupe["environment"]["HF_HOME"] == "/hf-cache"
     check = loupe["healthcheck"]
     assert check["test"][0] == "CMD" and "http://127.0.0.1:8000/api/health" in " ".join(check["test"])
@@ -23,11 +25,54 @@ def test_compose_serves_the_image_on_loopback_with_its_data_and_health_check():
         assert str(check[key]).endswith("s")
 
 
-def test_dockerfile_matches_compose_and_pins_torch():
+def test_compose_serves_the_mounted_model_folder_read_only():
+    """`LOUPE_MODEL_DIRS` names the folder the bind mount puts there, read-only; the host side exists
+    in the repository (else Docker would make it, root-owned) and stays out of the image."""
+    loupe = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["loupe"]
+    host, target, mode = next(v.split(":") for v in loupe["volumes"] if v.startswith("./"))
+    assert loupe["environment"]["LOUPE_MODEL_DIRS"] == target and mode == "ro"
+    assert (ROOT / host).is_dir() and host.removeprefix("./") in (ROOT / ".dockerignore").read_text().split()
+    from loupe.config import Settings
+
+    assert Settings(model_dirs=loupe["environment"]["LOUPE_MODEL_DIRS"]).model_dirs == [Path(target)]
+
+
+def test_dockerfile_matches_compose():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "EXPOSE 8000" in dockerfile and "LOUPE_PORT=8000" in dockerfile and "LOUPE_DATA_DIR=/data" in dockerfile
-    assert "torch==2.13.0" in dockerfile and 'VOLUME ["/data", "/hf-cache"]' in dockerfile
+    assert 'VOLUME ["/data", "/hf-cache"]' in dockerfile
     assert 'CMD ["python", "-m", "loupe"]' in dockerfile and "/api/health" in dockerfile
+
+
+def _pip_installs(lines: list[str]) -> list[list[str]]:
+    """The arguments of every `pip install` in these shell lines (Makefile recipes, Dockerfile RUNs)."""
+    found = []
+    for line in lines:
+        if "pip" not in line or "install" not in line:
+            continue
+        words = shlex.split(line.replace("$(PY)", "python").removeprefix("RUN ").rstrip("\\ "))
+        if "pip" in words and "install" in words:
+            found.append([word for word in words[words.index("install") + 1:] if word != "-q"])
+    return found
+
+
+def test_make_and_the_image_install_the_same_cpu_torch():
+    """One file holds the torch pin, pyproject's, and both installs read it; the image adds the CPU
+    index (a machine set up with the CPU wheel, as this one and CI, finds it through its own pip
+    config: the default index's torch is a CUDA build of several GB)."""
+    requirements = [line.split() for line in (ROOT / "requirements-torch.txt").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    assert requirements == [["torch==2.13.0"]]
+    pinned = [dep for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"] if dep.startswith("torch")]
+    assert pinned == ["torch==2.13.0"]
+    docker = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("RUN ")]
+    make = [line.strip() for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("\t")]
+    docker_torch = [args for args in _pip_installs(docker) if any("torch" in arg for arg in args)]
+    assert docker_torch == [["--index-url", "$TORCH_INDEX_URL", "-r", "requirements-torch.txt"]]
+    assert 'ARG TORCH_INDEX_URL=' in (ROOT / "Dockerfile").read_text() and "/whl/cpu" in (ROOT / "Dockerfile").read_text()
+    assert [args for args in _pip_installs(make) if any("torch" in arg for arg in args)] == [["-r", "requirements-torch.txt"]]
+    assert "COPY requirements-torch.txt" in (ROOT / "Dockerfile").read_text()
+    assert "requirements-torch.txt" in next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("$(STAMP):"))
 
 
 def test_a_non_editable_install_carries_every_file_the_package_serves():

@@ -20,7 +20,7 @@ import torch
 from .architectures import native
 from .config import Settings
 from .errors import ModelUnavailable, TooLong, UnknownModel, Unsupported
-from .tokens import decoder_kind, token_texts
+from .tokens import decoder_kind, first_tokens, token_texts
 from .verified import READOUT_MODEL_TYPES
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,17 @@ class ModelEntry:
             + (["exit_gate"] if self.exit_gate else [])
         )
 
+    @property
+    def folder(self) -> Path:
+        """The folder its files are in (a hub model's cached snapshot)."""
+        return Path(self.loupe["snapshot"]) if self.source == "hub" else Path(self.location)
+
+    @property
+    def card_path(self) -> Path | None:
+        """Its model card, the README.md in its folder, where there is one."""
+        path = self.folder / "README.md"
+        return path if path.is_file() else None
+
     def public(self) -> dict:
         return {
             "id": self.id,
@@ -165,6 +176,8 @@ class ModelEntry:
             "description": self.description,
             "capabilities": self.capabilities,
             "warnings": self.warnings,
+            "prompt_hint": self.loupe.get("prompt_hint"),
+            "has_card": self.card_path is not None,
         }
 
 
@@ -388,17 +401,28 @@ class LoadedModel:
             return AutoTokenizer.from_pretrained(self.entry.location)
         return self.bridge.tokenizer
 
-    def tokenize(self, text: str, max_tokens: int) -> torch.Tensor:
+    def token_ids(self, text: str) -> torch.Tensor:
         """[1, pos] token ids, BOS prepended (an encoder's [CLS] and [SEP] added) as the model
-        expects; TooLong past the limit."""
+        expects, however many there are."""
         if self.entry.encoder:
-            tokens = self.tokenizer(text, return_tensors="pt")["input_ids"].to(self.bridge.cfg.device)  # [1, pos]
-        else:
-            tokens = self.bridge.to_tokens(text, truncate=False)  # [1, pos]
-        limit = min(max_tokens, self.n_ctx)
+            return self.tokenizer(text, return_tensors="pt")["input_ids"].to(self.bridge.cfg.device)  # [1, pos]
+        return self.bridge.to_tokens(text, truncate=False)  # [1, pos]
+
+    def token_limit(self, max_tokens: int) -> int:
+        """The most tokens a text may have here: LOUPE_MAX_TOKENS or the model's context, the smaller."""
+        return min(max_tokens, self.n_ctx)
+
+    def tokenize(self, text: str, max_tokens: int) -> torch.Tensor:
+        """[1, pos] token ids as token_ids gives them; TooLong past the limit."""
+        tokens = self.token_ids(text)  # [1, pos]
+        limit = self.token_limit(max_tokens)
         if tokens.shape[-1] > limit:
             raise TooLong(f"The text is {tokens.shape[-1]} tokens long; {self.id} accepts at most {limit}.")
         return tokens
+
+    def first_tokens(self, text: str, limit: int) -> tuple[str, list[int]]:
+        """The longest prefix of the text that tokenizes as its first `limit` tokens (or fewer), and its ids."""
+        return first_tokens(text, lambda part: self.token_ids(part)[0].tolist(), set(self.tokenizer.all_special_ids), limit)
 
     @cached_property
     def token_kind(self) -> str:

@@ -9,10 +9,14 @@ back into its own text by the tokenizer's decoder kind, read once from the fast 
 
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from .errors import TooLong
+
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+MAX_BACKTRACK = 256  # characters a cut moves back to reach a token boundary (longer than any token)
 
 
 @lru_cache(maxsize=1)
@@ -69,3 +73,27 @@ def token_texts(tokenizer: Any, kind: str, ids: list[int]) -> list[str]:
         else:
             out.append(tokenizer.decode([token_id]))
     return out
+
+
+def first_tokens(text: str, ids_of: Callable[[str], list[int]], special: set[int], limit: int) -> tuple[str, list[int]]:
+    """The longest prefix of `text` with at most `limit` tokens that are exactly the first tokens of
+    the whole text (`ids_of` as the model tokenizes, BOS or [CLS] ... [SEP] included), and those ids.
+
+    A cut inside a word can tokenize differently from the same characters in the whole text (" hel"
+    alone is not the start of " hello"), so the cut is found by bisection on characters, then moved
+    back until the prefix's ids (trailing special tokens aside) begin the whole text's."""
+    whole = ids_of(text)
+    if len(whole) <= limit:
+        return text, whole
+    low, high = 0, len(text)  # ids_of(text[:low]) fits; text[:high] does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if len(ids_of(text[:mid])) <= limit else (low, mid)
+    for end in range(low, max(low - MAX_BACKTRACK, 0), -1):
+        ids = ids_of(text[:end])
+        body = list(ids)
+        while body and body[-1] in special and len(body) > 1:
+            body.pop()  # an encoder's [SEP] closes the prefix, not the whole text
+        if len(ids) <= limit and whole[: len(body)] == body:
+            return text[:end], ids
+    raise TooLong(f"No prefix of the text tokenizes as its first {limit} tokens.")

@@ -49,6 +49,22 @@ function authHeaders() {
 
 export const listModels = () => getJson("/api/models");
 
+const modelPath = (model) => `/api/models/${model.split("/").map(encodeURIComponent).join("/")}`;
+
+/** A model's card: its README.md as markdown text (ApiError `no_card` where it has none). */
+export const getModelCard = async (model) => (await send(`${modelPath(model)}/card`)).text();
+
+/** A text's token count on a model and its limit: {n_tokens, limit, truncated}; with `truncate`,
+ * `truncated` holds the text cut to its first `limit` tokens (null when it fits). */
+export async function tokenize(model, text, { truncate = false } = {}) {
+  const response = await send(`${modelPath(model)}/tokenize`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...authHeaders() },
+    body: JSON.stringify({ text, truncate }),
+  });
+  return response.json();
+}
+
 /** Every analysis the server runs: {name, needs, takes_text, takes_loop, stores_patterns, params, ...}. */
 export const listAnalysisTypes = () => getJson("/api/analysis_types");
 

@@ -1,7 +1,7 @@
 // Plotly heatmaps shared by the analysis views: the layer x head grid and one head's pattern.
 // Defaults (fonts, config, token labels) are plotting.js'.
 
-import { BLUES, COLORS, displayToken, draw, onClick, plotlyText, tokenLabels } from "./plotting.js";
+import { BLUES, COLORS, displayToken, draw, onClick, plotlyText, relayout, tokenLabels } from "./plotting.js";
 
 export { plotlyReady } from "./plotting.js";
 
@@ -44,6 +44,41 @@ export function layerHeadGrid(el, values, { name, selected = null, onSelect, zmi
 // Past this many tokens the head heatmap uses positions on its axes: a categorical axis of T
 // labels makes Plotly lay out T ticks per axis (seconds at T = 1024), and they would not be legible.
 const MAX_CATEGORY_TOKENS = 256;
+// Zoomed in to this many tokens or fewer, every visible token is labelled (positions and categories alike).
+const MAX_LABELLED = 48;
+
+/** Tick settings of a pattern axis showing positions lo..hi (axis units): every token labelled
+ * when few enough show, else about 32 labels (a category axis thins its own). */
+function axisTicks(tokens, lo, hi, categorical) {
+  const first = Math.max(0, Math.ceil(lo));
+  const last = Math.min(tokens.length - 1, Math.floor(hi));
+  const count = last - first + 1;
+  if (categorical) return { dtick: count <= MAX_LABELLED ? 1 : null, "tickfont.size": count > 48 ? 9 : 11 };
+  const step = count <= MAX_LABELLED ? 1 : Math.ceil(count / 32);
+  const positions = [];
+  for (let pos = Math.ceil(first / step) * step; pos <= last; pos += step) positions.push(pos);
+  const short = (token) => (token.length > 12 ? `${token.slice(0, 11)}…` : token);
+  return {
+    tickmode: "array", tickvals: positions,
+    ticktext: positions.map((pos) => `${plotlyText(short(displayToken(tokens[pos])))}<sub>${pos}</sub>`),
+  };
+}
+
+/** On zoom or pan (and back), label the visible tokens again on both axes. */
+function labelOnZoom(el, tokens, categorical) {
+  el.removeAllListeners?.("plotly_relayout");
+  el.on("plotly_relayout", (event) => {
+    if (!Object.keys(event).some((key) => /^[xy]axis\.(range|autorange)/.test(key))) return; // not our own tick update
+    const update = {};
+    for (const axis of ["xaxis", "yaxis"]) {
+      const [a, b] = el._fullLayout[axis].range;
+      for (const [key, value] of Object.entries(axisTicks(tokens, Math.min(a, b), Math.max(a, b), categorical))) {
+        update[`${axis}.${key}`] = value;
+      }
+    }
+    relayout(el, update);
+  });
+}
 
 /** One head's attention pattern: query tokens down, key tokens across; hover "query → key: weight". */
 export function patternHeatmap(el, tokens, rows, { title = "", chart = {} } = {}) {
@@ -71,14 +106,8 @@ export function patternHeatmap(el, tokens, rows, { title = "", chart = {} } = {}
     // Positions on the axes, a token label every `step` positions; the hover names both tokens
     // through the readout line below the plot (a per-cell hover text would be T*T strings).
     // Fixed margins, not automargin: measuring the labels costs Plotly two more full draws.
-    const step = Math.ceil(n / 32);
-    const ticks = [...Array(Math.ceil(n / step)).keys()].map((i) => i * step);
-    const short = (token) => (token.length > 12 ? `${token.slice(0, 11)}…` : token);
     Object.assign(trace, { hovertemplate: "query %{y} → key %{x}: %{z:.3f}<extra></extra>" });
-    axis = {
-      type: "linear", showgrid: false, zeroline: false, automargin: false, tickfont: { size: 9 },
-      tickvals: ticks, ticktext: ticks.map((pos) => `${plotlyText(short(displayToken(tokens[pos])))}<sub>${pos}</sub>`),
-    };
+    axis = { type: "linear", showgrid: false, zeroline: false, automargin: false, tickfont: { size: 9 }, ...axisTicks(tokens, 0, n - 1, false) };
   }
   const layout = {
     title: title ? { text: plotlyText(title), x: 0, xanchor: "left", font: { size: 14 } } : undefined,
@@ -91,6 +120,7 @@ export function patternHeatmap(el, tokens, rows, { title = "", chart = {} } = {}
   el.style.height = `${Math.max(360, Math.min(900, (el.clientWidth || 640) - 20))}px`;
   return draw(el, [trace], layout, chart).then(() => {
     readout(el, categorical ? null : tokens);
+    labelOnZoom(el, tokens, categorical);
     return el;
   });
 }

@@ -9,9 +9,11 @@ import { clearError, setRunning, showError, showNotice, showProgress } from "./f
 import { buildCard, runButtonId } from "./forms.js";
 import { patternHeatmap } from "./heatmaps.js";
 import { refreshHistory } from "./history.js";
+import * as modelCard from "./modelcard.js";
 import * as pair from "./pair.js";
 import { fileName, plotlyReady } from "./plotting.js";
 import { BY_NAME, PLOTS } from "./plots/index.js";
+import * as promptCard from "./prompt.js";
 import { clampKeys, initialState, readUrl, writeUrl } from "./state.js";
 import * as tokenView from "./tokenview.js";
 
@@ -54,6 +56,8 @@ function describeModel() {
     : "No model available: add one to LOUPE_MODEL_DIRS.";
   $("model-warning").hidden = !model?.warnings?.length;
   $("model-warning").textContent = (model?.warnings ?? []).join(" ");
+  modelCard.setModel(model);
+  promptCard.setModel(model);
   showCards();
 }
 
@@ -114,6 +118,7 @@ function offerModels(model) {
 }
 
 const storesPatterns = (name) => types?.get(name)?.stores_patterns ?? false;
+const takesText = (name) => types?.get(name)?.takes_text ?? true;
 
 // ---- inputs --------------------------------------------------------------------------------
 
@@ -142,6 +147,7 @@ function restoreInputs(analysis) {
   select.value = analysis.model;
   describeModel();
   if (analysis.text !== null && analysis.text !== undefined) $("prompt").value = analysis.text;
+  promptCard.scheduleCount(0);
   if (types?.get(analysis.analysis)?.takes_loop) {
     const loop = analysis.params?.loop ?? {};
     $("loop-start").value = loop.start ?? "";
@@ -369,6 +375,7 @@ function selectHead(layer, head) {
 function show(analysis, { push }) {
   current = analysis;
   state.analysis = analysis.id;
+  state.prompt = takesText(analysis.analysis) ? null : $("prompt").value; // its record keeps no text: the URL does
   state.other = other = null; // a new run is shown on its own; "Compare with another prompt" pairs it
   clampState();
   writeUrl(state, { push });
@@ -388,6 +395,7 @@ async function run(plot, form) {
   setRunning(true);
   showProgress({ stage: "submitting" });
   try {
+    if (body.text !== undefined) body.text = await promptCard.textForRun(body.model, body.text);
     show(await api.untilDone(await api.createAnalysis(body), showProgress), { push: true });
   } catch (err) {
     showError(err);
@@ -445,6 +453,11 @@ async function applyUrl() {
     } finally {
       showProgress(null);
     }
+  }
+  if (current && takesText(current.analysis)) next.prompt = null; // the analysis' own text is the prompt
+  else if (current && next.prompt !== null) {
+    $("prompt").value = next.prompt;
+    promptCard.scheduleCount(0);
   }
   state = next;
   if (current) await loadOther(state.other);
@@ -520,8 +533,16 @@ function bind() {
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     if (state.layer !== null) update({ layer: null, head: null }, { push: true }); // the open head panel first
+    else if (modelCard.isOpen()) modelCard.close();
     else clearError();
   });
+  promptCard.bind();
+  $("prompt").addEventListener("input", () => {
+    if (!current || takesText(current.analysis)) return;
+    state.prompt = $("prompt").value; // beside an analysis that takes no text, the URL keeps the prompt
+    writeUrl(state);
+  });
+  modelCard.bind({ selectedId: () => $("model-select").value, showError });
   $("error-close").addEventListener("click", clearError);
   $("notice-close").addEventListener("click", () => showNotice(null));
   $("save-token").addEventListener("click", () => {

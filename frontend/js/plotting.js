@@ -105,6 +105,11 @@ export function draw(el, traces, layout, name = {}) {
   return drawn;
 }
 
+/** Change a drawn chart's layout (e.g. its ticks after a zoom). Returns Plotly's promise. */
+export function relayout(el, update) {
+  return Plotly().relayout(el, update);
+}
+
 /** Call `handler(point)` on a click on a chart point, replacing any earlier click handler. */
 export function onClick(el, handler) {
   el.removeAllListeners?.("plotly_click");
@@ -127,6 +132,17 @@ export function displayToken(token) {
     .replace(/\n/g, "↵")
     .replace(/\t/g, "⇥")
     .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+/** Fill `el` with a token as text (never HTML), each newline and tab as its own fixed-width glyph
+ * box (`.glyph`), so "\n\n\n" reads as three ↵ side by side, never one smudge. */
+export function fillToken(el, token) {
+  const parts = displayToken(token).split(/([↵⇥])/).filter(Boolean);
+  el.replaceChildren(...parts.map((part) => {
+    if (part !== "↵" && part !== "⇥") return document.createTextNode(part);
+    const glyph = Object.assign(document.createElement("span"), { className: "glyph", textContent: part });
+    return glyph;
+  }));
 }
 
 /** Unique categorical labels for a token list: the token, then its position as a subscript. */

@@ -12,7 +12,9 @@ export const VIEWS = PLOTS.map((plot) => plot.name);
 // it shades what that token attends to ("to") or what attends to it ("from"), and the heads pinned
 // beside the open one (`pins=1.2,0.3`: layer.head).
 // other: a second analysis (another prompt on the same model) shown beside `analysis` (pair.js).
-const COMMON = ["analysis", "other", "view", "layer", "head", "iteration", "compare", "token", "direction", "pins", "model"];
+// prompt: the prompt box beside an analysis that takes no text (head_scores): its own record holds
+// none, so without this a reload would lose what was typed.
+const COMMON = ["analysis", "other", "view", "layer", "head", "iteration", "compare", "token", "direction", "pins", "model", "prompt"];
 const COMMON_INTS = new Set(["layer", "head", "iteration", "compare", "token"]);
 export const DIRECTIONS = ["to", "from"];
 export const MAX_PINS = 5;
@@ -34,7 +36,7 @@ const VIEW_KEYS = viewKeys();
 export function initialState() {
   const state = {
     analysis: null, other: null, view: null, layer: null, head: null, iteration: 0, compare: null,
-    token: null, direction: "to", pins: [], model: null,
+    token: null, direction: "to", pins: [], model: null, prompt: null,
   };
   for (const [key, spec] of Object.entries(VIEW_KEYS)) state[key] = spec.default;
   return state;
@@ -109,6 +111,7 @@ export function toQuery(state) {
   for (const key of Object.keys(BY_NAME.get(state.view)?.keys ?? {})) {
     if (state[key] !== null && state[key] !== undefined) params.set(key, state[key]);
   }
+  if (state.prompt) params.set("prompt", state.prompt);
   return "?" + params.toString();
 }
 

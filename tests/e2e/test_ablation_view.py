@@ -3,7 +3,7 @@ clean attention, a set shows its summary, and the link reopens the view from the
 
 import pytest
 
-from .test_browser import api, cell_point, open_page, url_state, wait_js, wait_pattern
+from .test_browser import analysis_posts, api, cell_point, open_page, url_state, wait_js, wait_pattern
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def test_ablation_grid_equals_the_result_and_reopens_from_its_link(new_page, lou
     wait_js(fresh, "document.getElementById('ablation-grid')?.data !== undefined")
     assert fresh.evaluate("document.getElementById('ablation-grid').data[0].z") == result["delta"][0]
     wait_pattern(fresh, 1, 2)
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
 
 
 def test_a_set_of_heads_shows_clean_and_knocked_out(new_page, loupe_url):

@@ -26,6 +26,11 @@ def url_state(url: str) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(urlparse(url).query).items()}
 
 
+def analysis_posts(page) -> list[str]:
+    """The POSTs a page made that compute something: every one but the prompt's token count."""
+    return [url for method, url in page.requests if method == "POST" and not url.endswith("/tokenize")]
+
+
 def display(token: str) -> str:
     """plotting.js displayToken() for the tokens this prompt makes: every space shown as ␣."""
     return token.replace(" ", "␣")
@@ -121,7 +126,7 @@ def test_attention_head_link_reopens_the_same_view_from_the_cache(new_page, loup
     assert again["z"] == drawn["z"] and sorted(again["y"]) == labels
     assert fresh.input_value("#prompt") == PROMPT and fresh.input_value("#model-select") == MODEL
     assert url_state(fresh.url) == state
-    posts = [url for method, url in fresh.requests if method == "POST"]
+    posts = analysis_posts(fresh)
     assert posts == [], f"reopening a link must not recompute: {posts}"
     assert ("GET", f"{loupe_url}/api/analyses/{state['analysis']}") in fresh.requests
 
@@ -142,7 +147,8 @@ def test_head_scores_cell_opens_that_heads_pattern_on_the_test_sequence(new_page
     drawn = wait_pattern(page, 1, 3)
     assert len(drawn["z"]) == 1 + 2 * 12 == len(result["tokens"])
     assert url_state(page.url) == {
-        "analysis": analysis_id, "view": "head_scores", "layer": "1", "head": "3", "iteration": "0", "score": "induction"
+        "analysis": analysis_id, "view": "head_scores", "layer": "1", "head": "3", "iteration": "0", "score": "induction",
+        "prompt": page.input_value("#prompt"),  # head scores take no text: the URL keeps the prompt box
     }
     assert page.text_content("#head-title") == "Layer 1, head 3"
     stored = api(loupe_url, f"/api/analyses/{analysis_id}/attention?layer=1&head=3")["pattern"]
@@ -227,6 +233,7 @@ def test_url_state_round_trips(new_page):
           const states = [
             { ...initialState(), analysis: "abc", view: "attention", layer: 1, head: 3, iteration: 2, stat: "entropy" },
             { ...initialState(), analysis: "abc", view: "head_scores", score: "duplicate_token" },
+            { ...initialState(), analysis: "abc", view: "head_scores", prompt: "a <b>prompt</b> & ?x=1#y\\nz" },
             { ...initialState(), analysis: "abc", view: "attention", layer: 0, head: 1, iteration: 1, compare: 3 },
             { ...initialState(), analysis: "abc", view: "probes", probe_layer: 2 },
             { ...initialState(), analysis: "abc", view: "logit_lens", iteration: 1 },
@@ -243,6 +250,7 @@ def test_url_state_round_trips(new_page):
     assert page.evaluate("import('/js/state.js').then((m) => m.parseQuery('?analysis=a&layer=-1&head=x&stat=<b>'))") == {
         "analysis": "a", "other": None, "view": None, "layer": None, "head": None, "iteration": 0, "compare": None,
         "token": None, "direction": "to", "pins": [], "score": "induction", "stat": "bos", "probe_layer": None, "model": None,
+        "prompt": None,
     }
     # the token view's keys: malformed values fall back, pins repeat or overflow only once
     parsed = page.evaluate(

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .test_browser import api, open_page, url_state, wait_js
+from .test_browser import analysis_posts, api, open_page, url_state, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_generated_tokens_signal_chart_heatmap_and_permalink(new_page, loupe_url
     fresh.goto(page.url)
     fresh.wait_for_selector("#view-hallucination:not([hidden]) .hal-token")
     assert fresh.input_value("#prompt") == "The cat <b>sat</b> on the mat & the" and fresh.input_value("#hal-max-new") == "5"
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
     assert fresh.locator("[data-testid=hal-warning]").is_hidden()
 
 

@@ -3,7 +3,7 @@ the stored numbers, tokens as text (never markup), and the link reopens them."""
 
 import pytest
 
-from .test_browser import PROMPT, api, open_page, url_state, wait_js
+from .test_browser import PROMPT, analysis_posts, api, open_page, url_state, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def test_lens_grid_equals_the_result_and_reopens_from_its_link(new_page, loupe_u
     wait_js(fresh, f"{GRID}?.data !== undefined")
     assert fresh.evaluate(f"{GRID}.data[0].z") == last
     assert fresh.evaluate("document.getElementById('lens-all-positions').value") == "true"
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
 
 
 def test_attribution_view_equals_the_result(new_page, loupe_url):

@@ -3,7 +3,7 @@ and two iterations of one head side by side with their difference."""
 
 import pytest
 
-from .test_browser import LOOPED, api, cell_point, open_page, url_state, wait_js, wait_pattern
+from .test_browser import LOOPED, analysis_posts, api, cell_point, open_page, url_state, wait_js, wait_pattern
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def test_probes_chart_and_heatmap_with_a_permalink(new_page, loupe_url):
     fresh.goto(page.url)
     wait_js(fresh, "document.getElementById('probe-curve')?.data?.[0]?.name === 'probe, layer 0'")
     assert fresh.input_value("#probe-n") == "40" and fresh.input_value("#model-select") == LOOPED
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
 
 
 def test_logit_lens_table_has_a_cell_per_iteration_and_layer(new_page, loupe_url):

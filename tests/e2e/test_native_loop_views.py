@@ -3,7 +3,7 @@ offers a natively looped model only its loop count, and a model that draws rando
 
 import pytest
 
-from .test_browser import api, open_page, url_state, wait_js
+from .test_browser import analysis_posts, api, open_page, url_state, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_exit_gate_view_shows_the_gate_and_reopens_from_its_link(new_page, loupe
     wait_js(fresh, "document.getElementById('gate-pdf')?.data !== undefined")
     assert fresh.evaluate("document.getElementById('gate-pdf').data[0].z") == result["exit_pdf"]
     assert fresh.input_value("#loop-times") == "4"
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
 
 
 def test_a_seeded_model_takes_its_seed_from_the_loop_card(new_page, loupe_url):

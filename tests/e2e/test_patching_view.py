@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .test_browser import LOOPED, api, open_page, url_state, wait_js
+from .test_browser import LOOPED, analysis_posts, api, open_page, url_state, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_patching_heatmaps_equal_the_result_and_reopen_from_their_link(new_page,
     assert fresh.evaluate(DRAWN.format("patch-resid")) == result["resid"][0]
     assert fresh.evaluate(DRAWN.format("patch-heads")) == result["heads"][0]
     assert fresh.input_value("#patch-corrupted") == CORRUPTED and fresh.input_value("#patch-correct") == " road"
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
 
 
 def test_the_iteration_slider_switches_a_looped_models_grids(new_page, loupe_url):

@@ -5,7 +5,7 @@ analyses of different models, or not of attention, are refused in the page."""
 import httpx
 import pytest
 
-from .test_browser import MODEL, api, open_page, url_state, wait_js
+from .test_browser import MODEL, analysis_posts, api, open_page, url_state, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def test_two_prompts_side_by_side_and_their_permalink(new_page, loupe_url):
     fresh.wait_for_selector("[data-testid=pair-maps][data-ready=true][data-layer='1'][data-head='0']")
     assert grid(fresh, "pair-grid-b") == grid_b and z(fresh, "pair-map-b") == z(page, "pair-map-b")
     assert url_state(fresh.url) == url_state(link)
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
     # closing the pair keeps the first analysis
     fresh.click("[data-testid=close-pair]")
     wait_js(fresh, "!new URLSearchParams(location.search).has('other')")

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from .test_browser import MODEL, api, open_page, url_state, wait_js, wait_pattern
+from .test_browser import MODEL, analysis_posts, api, open_page, url_state, wait_js, wait_pattern
 
 pytestmark = pytest.mark.e2e
 
@@ -241,7 +241,7 @@ def test_an_evicted_result_is_recomputed_with_a_notice(new_page, loupe_url):
     assert served, "the page asked for the analysis"
     assert page.locator("[data-testid=notice]").is_visible()
     assert "evicted" in page.text_content("[data-testid=notice]") and "recomputed" in page.text_content("[data-testid=notice]")
-    posts = [url for method, url in page.requests if method == "POST"]
+    posts = analysis_posts(page)
     assert posts == [f"{loupe_url}/api/analyses"]
     assert url_state(page.url)["analysis"] == analysis_id and url_state(page.url)["layer"] == "1"
     assert page.input_value("#prompt") == "An evicted <b>prompt</b>."

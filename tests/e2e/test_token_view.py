@@ -5,7 +5,7 @@ heads in their own hue; 1,000 tokens; markup in a prompt stays text."""
 import httpx
 import pytest
 
-from .test_browser import open_page, url_state, wait_js
+from .test_browser import analysis_posts, open_page, url_state, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +109,7 @@ def test_token_view_shades_by_the_stored_row_or_column_and_keeps_its_state_in_th
     fresh.wait_for_selector(f"#token-view[data-ready='{analysis_id}/0/1/0/1']")
     again = wait_from(fresh, 4, "from")
     assert again["w"] == shown["w"] and fresh.is_checked("[data-testid=direction-from]")
-    assert [url for method, url in fresh.requests if method == "POST"] == []
+    assert analysis_posts(fresh) == []
 
 
 def test_markup_in_a_prompt_is_text_in_the_token_view(new_page):

@@ -3,7 +3,7 @@
 // over generated tokens against the threshold, and the token x head BOS heatmap. Token strings are
 // user data: text nodes here, plotlyText() (through tokenLabels) in Plotly.
 
-import { COLORS, displayToken, draw, tokenLabels } from "../plotting.js";
+import { COLORS, draw, fillToken, tokenLabels } from "../plotting.js";
 
 const TOP_HEADS = 3;
 
@@ -90,14 +90,14 @@ function tokenTitle(result, index) {
   ].join("\n");
 }
 
-function renderText(el, result) {
+export function renderText(el, result) {
   const prompt = document.createElement("span");
   prompt.className = "hal-prompt";
   prompt.textContent = result.prompt_tokens.slice(1).join(""); // BOS left out
   const generated = result.tokens.map((token, index) => {
     const chip = document.createElement("span");
     chip.className = "hal-token" + (result.flagged?.[index] ? " flagged" : "");
-    chip.textContent = displayToken(token); // user data: text, never HTML
+    fillToken(chip, token); // user data: text, never HTML; a newline or tab a glyph box of its own
     if (result.signal) chip.style.background = shade(result.signal[index]); // no signal: no shade
     chip.title = tokenTitle(result, index);
     chip.dataset.index = index;

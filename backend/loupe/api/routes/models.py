@@ -1,11 +1,14 @@
-"""GET /api/models: the models Loupe may load."""
+"""The models Loupe may load: the list, a model's card, and a text's token count on a model."""
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
 
-from ..deps import SettingsDep, StoreDep
+from ...errors import NotFound, TooLong
+from ...runs import MAX_CHARS_PER_TOKEN
+from ..deps import SettingsDep, StoreDep, TokenDep
 
 router = APIRouter(tags=["models"])
+MAX_CARD_BYTES = 256 * 1024
 
 
 class ModelInfo(BaseModel):
@@ -20,6 +23,24 @@ class ModelInfo(BaseModel):
     attention_layers: list[int] | None = None  # known once loaded: a hybrid stack's attention layers
     warnings: list[str] = []
     default: bool = False
+    prompt_hint: str | None = Field(None, description="An example of the input the model expects (its loupe.json).")
+    has_card: bool = Field(False, description="Whether GET /api/models/{id}/card has its model card.")
+
+
+class TokenizeRequest(BaseModel):
+    text: str
+    truncate: bool = Field(False, description="Also return the text cut to its first `limit` tokens.")
+
+
+class Truncated(BaseModel):
+    text: str = Field(description="The longest prefix of the text that tokenizes as its first tokens, at most `limit`.")
+    n_tokens: int
+
+
+class TokenCount(BaseModel):
+    n_tokens: int = Field(description="Tokens of the text as analyses see it, BOS (or [CLS] and [SEP]) included.")
+    limit: int = Field(description="The most an analysis accepts: LOUPE_MAX_TOKENS or the model's context, the smaller.")
+    truncated: Truncated | None = Field(None, description="With `truncate` and a text past the limit.")
 
 
 @router.get("/models", response_model=list[ModelInfo])
@@ -38,3 +59,35 @@ def list_models(store: StoreDep, settings: SettingsDep) -> list[dict]:
         }
         for entry in store.entries().values()
     ]
+
+
+@router.get("/models/{model_id:path}/card", response_class=Response,
+            responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}}})
+def model_card(model_id: str, store: StoreDep) -> Response:
+    """The model's card: the README.md in its folder, as markdown text (404 `no_card` where it has none)."""
+    path = store.entry(model_id).card_path
+    if path is None:
+        raise NotFound(f"{model_id} has no model card (README.md in its folder).", code="no_card")
+    with path.open("rb") as card:
+        text = card.read(MAX_CARD_BYTES).decode("utf-8", errors="replace")
+    return Response(text, media_type="text/markdown; charset=utf-8")
+
+
+@router.post("/models/{model_id:path}/tokenize", response_model=TokenCount, dependencies=[TokenDep])
+def tokenize(model_id: str, body: TokenizeRequest, store: StoreDep, settings: SettingsDep) -> dict:
+    """How many tokens the text is on this model, and its limit; with `truncate`, the text cut to
+    its first `limit` tokens, so an analysis of it runs on exactly those. Loads the model."""
+    store.require_loadable(model_id)
+    if (refusal := store.refusal(model_id, "tokenizer")) is not None:
+        raise refusal
+    if len(body.text) > settings.max_tokens * MAX_CHARS_PER_TOKEN:
+        raise TooLong(f"The text has {len(body.text)} characters; the limit is {settings.max_tokens} tokens.")
+    model = store.get(model_id)
+    limit = model.token_limit(settings.max_tokens)
+    with model.lock:  # a fast tokenizer is not to be used by two threads at once ("Already borrowed")
+        n_tokens = model.token_ids(body.text).shape[-1]
+        truncated = None
+        if body.truncate and n_tokens > limit:
+            text, ids = model.first_tokens(body.text, limit)
+            truncated = {"text": text, "n_tokens": len(ids)}
+    return {"n_tokens": n_tokens, "limit": limit, "truncated": truncated}
