@@ -88,4 +88,59 @@ def test_every_view_has_the_same_menu(new_page, loupe_url):
     items = page.evaluate("[...document.querySelectorAll('.export-menu')].map((m) => m.dataset.testid)")
     assert set(items) >= {"export-attention", "export-head_scores", "export-head"}
     kinds = page.evaluate("[...document.querySelectorAll('.export-menu')].map((m) => [...m.querySelectorAll('[data-export]')].map((i) => i.dataset.export).join())")
-    assert set(kinds) == {"csv,json,html,png,svg"}
+    assert set(kinds) == {"csv,json,html,view,png,svg"}
+
+
+def _open_offline(browser, path):
+    """The saved file in a fresh page; (page, requests made, page errors, CSP refusals)."""
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = context.new_page()
+    requests, errors, console = [], [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(path.as_uri())
+    return context, page, requests, errors, console
+
+
+# The text of an element without its charts and controls, whitespace folded.
+TEXT = """(selector) => {{
+    const clone = document.querySelector(selector).cloneNode(true);
+    clone.querySelectorAll('.js-plotly-plot, [data-figure], .export-menu, button, input, select, h1, script').forEach((el) => el.remove());
+    return clone.textContent.replace(/\\s+/g, ' ').trim();
+}}"""
+FIGURES = "[...document.querySelectorAll('{}')].filter((el) => el._fullLayout).map((el) => el.data.map((t) => t.z ?? t.y ?? null))"
+
+
+@pytest.mark.parametrize("analysis", ["probes", "logit_lens"])
+def test_the_view_saved_as_html_shows_the_same_charts_and_text_offline(new_page, browser, tmp_path, analysis):
+    """Views that are not layer x head grids (curves, a token table) saved from the page: the file
+    opens from disk, fetches nothing, and draws every chart from the same figure the page drew."""
+    page = open_page(new_page)
+    if analysis == "probes":
+        page.select_option("#model-select", "local/loopedtiny")
+        page.fill("#probe-n", "40")
+        page.fill("#probe-folds", "2")
+    else:
+        page.fill("#prompt", "The cat sat on the mat <b>x</b>")
+    page.click(f"#run-{analysis.replace('_', '-')}")
+    view = f"#view-{analysis.replace('_', '-')}"
+    page.wait_for_selector(f"{view}:not([hidden])")
+    wait_js(page, f"document.querySelector('{view}').querySelectorAll('.js-plotly-plot, .lens-cell').length > 0", timeout=60)
+    shown = page.evaluate(FIGURES.format(f"{view} .js-plotly-plot"))
+    text = page.evaluate(TEXT.format(), view)
+    name, content = download(page, f"export-{analysis}", "view")
+    assert name.endswith("-view.html")
+    path = tmp_path / name
+    path.write_bytes(content)
+    context, saved, requests, errors, console = _open_offline(browser, path)
+    try:
+        wait_js(saved, f"document.querySelectorAll('[data-figure]').length === {len(shown)} && "
+                       "[...document.querySelectorAll('[data-figure]')].every((el) => el._fullLayout)")
+        assert saved.evaluate(FIGURES.format("[data-figure]")) == shown
+        assert saved.evaluate(TEXT.format(), "body") == text and len(text) > 40
+        assert saved.locator("b").count() == 0  # token strings stayed text
+        assert requests == [path.as_uri()] and not errors
+        assert not [m for m in console if "Content Security Policy" in m], console
+    finally:
+        context.close()
