@@ -76,3 +76,34 @@ def test_a_folder_added_to_model_dirs_is_listed_without_a_restart(tmp_path, mode
     shutil.copytree(model_dir / "gpt2tiny", root / "added")
     assert list(store.entries()) == ["local/added"]
     assert store.entries() is store.entries()  # unchanged folders: not rediscovered
+
+
+def test_two_models_booting_at_once_both_load(tmp_path):
+    """Boots are serialised: transformers' meta-device initialisation is process-wide, and two models
+    loading in two threads at once left one with meta tensors (seen when a page's token count loaded
+    one model while a job loaded another)."""
+    import threading
+
+    from loupe.config import Settings
+    from loupe.model_store import ModelStore
+
+    from .tiny_models import build_tiny_gpt2, build_tiny_llama
+
+    build_tiny_gpt2(tmp_path / "dirs" / "a")
+    build_tiny_llama(tmp_path / "dirs" / "b")
+    store = ModelStore(Settings(model_dirs=[tmp_path / "dirs"], zoo_dir=tmp_path / "zoo", data_dir=tmp_path / "data"))
+    errors: list[Exception] = []
+
+    def load(model_id: str) -> None:
+        try:
+            store.get(model_id)
+        except Exception as exc:  # collected: a thread's exception would otherwise be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(f"local/{name}",)) for name in ("a", "b", "a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {"local/a", "local/b"} <= set(store._loaded)

@@ -510,6 +510,10 @@ class ModelStore:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._store_lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
+        # One boot at a time, whatever the model: transformers initialises weights on the meta device
+        # by patching process-wide state, so two models loading at once in two threads (a page's token
+        # count and another model's job) can leave one with meta tensors ("Cannot copy out of meta tensor").
+        self._boot_lock = threading.Lock()
 
     def entries(self) -> dict[str, ModelEntry]:
         """Every model Loupe may load, rediscovered when a model folder changes (a folder added to
@@ -555,7 +559,8 @@ class ModelStore:
                 if model_id in self._loaded:
                     return self._loaded[model_id]
             try:
-                bridge = boot(entry, self.settings)
+                with self._boot_lock:
+                    bridge = boot(entry, self.settings)
             except Exception as exc:
                 log.exception("loading %s failed", model_id)
                 cause = " ".join(str(exc).split())[:300]
