@@ -66,12 +66,16 @@ export function saveImage(el, format) {
   return Plotly().downloadImage({ data: el.data, layout }, { format, filename: fileName(name), width, height });
 }
 
-const imageButton = (format) => ({
-  name: `Download plot as ${format.toUpperCase()}`,
-  title: `Download plot as ${format.toUpperCase()}`,
-  icon: format === "png" ? Plotly().Icons.camera : Plotly().Icons.disk,
-  click: (el) => saveImage(el, format),
-});
+// One object per button for the page's life: Plotly.react compares configs by value and a function
+// by identity, so a fresh button on every draw made each redraw a full new plot.
+const imageButtons = {};
+const imageButton = (format) =>
+  (imageButtons[format] ??= {
+    name: `Download plot as ${format.toUpperCase()}`,
+    title: `Download plot as ${format.toUpperCase()}`,
+    icon: format === "png" ? Plotly().Icons.camera : Plotly().Icons.disk,
+    click: (el) => saveImage(el, format),
+  });
 
 /** The config of every chart: no Plotly logo, no cloud or Chart Studio button; PNG and SVG buttons
  * save it named (toImageButtonOptions.filename) and titled by its chart name `name` (saveImage). */
