@@ -21,14 +21,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, command: tuple[str, ...] = ("-m", "loupe")):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "PYTHONPATH": str(ROOT / "backend"), "LOUPE_PORT": str(self.port), **env}
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "loupe"], cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, *command], cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
         )
 
     def wait_healthy(self, timeout: float = 60) -> None:

@@ -1,4 +1,5 @@
-"""`loupe`: serve (the default), run one analysis, or fill the cache from a JSONL file of prompts.
+"""`loupe`: serve (the default), run one analysis, fill the cache from a JSONL file of prompts, or
+work a Redis queue's analyses (`loupe worker`, with LOUPE_QUEUE_URL).
 
     loupe analyze attention --model induction-2l --text " cat dog cat dog" [--param loop.times=4] [--server URL]
     loupe precompute prompts.jsonl --analysis attention [--model induction-2l] [--server URL]
@@ -159,6 +160,23 @@ def serve(args) -> int:
     return 0
 
 
+def worker(args) -> int:
+    """Take analyses from LOUPE_QUEUE_URL's queue until stopped, on LOUPE_DEVICE."""
+    import logging
+
+    from .config import get_settings
+
+    settings = get_settings()
+    if not settings.queue_url:
+        print("loupe worker needs LOUPE_QUEUE_URL (redis://host:port/db), the queue the web process enqueues on.", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .redis_jobs import work
+
+    work(settings.queue_url, name=args.name)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="loupe", description="Loupe: serve it, or run analyses from the command line.")
     commands = top.add_subparsers(dest="command")
@@ -182,6 +200,10 @@ def parser() -> argparse.ArgumentParser:
     many.add_argument("--analysis", required=True, help="analysis id, e.g. attention")
     client_options(many)
     many.set_defaults(run=precompute)
+
+    queue = commands.add_parser("worker", help="compute analyses from the Redis queue (LOUPE_QUEUE_URL) on LOUPE_DEVICE")
+    queue.add_argument("--name", help="the worker's name in the queue (default: host and pid)")
+    queue.set_defaults(run=worker)
     return top
 
 

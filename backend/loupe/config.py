@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         64, ge=1, le=256, description="Most loop iterations a request may ask for (`loop.times`); Huginn defaults to 32."
     )
     max_jobs: int = Field(2, ge=1, description="Analyses computed at once; the rest wait in a queue.")
+    queue_url: str | None = Field(
+        None,
+        description="redis://… : analyses go to a Redis queue (RQ) that `loupe worker` processes take; the web "
+        "process then loads no model. Unset: they run in this process (max_jobs threads).",
+    )
     max_jobs_per_client: int = Field(
         8, ge=1, description="Analyses one client may have queued or running; more are refused with 429 and Retry-After."
     )

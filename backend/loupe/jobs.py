@@ -49,9 +49,10 @@ class JobRunner:
         for worker in self._workers:
             worker.start()
 
-    def submit(self, key: str, fn: Job, client: str = "", on_new: Callable[[], None] = lambda: None) -> Future:
+    def submit(self, key: str, fn: Job, client: str = "", on_new: Callable[[], None] = lambda: None, payload: dict | None = None) -> Future:
         """The future of `key`'s job, starting one only if none is in flight (then `on_new` runs first,
-        under the runner's lock, so it happens before any worker can run the job)."""
+        under the runner's lock, so it happens before any worker can run the job). `payload` is for a
+        runner in other processes (redis_jobs); this one runs `fn`."""
         with self._lock:
             if (entry := self._inflight.get(key)) is not None:
                 return entry.future
@@ -129,6 +130,11 @@ class JobRunner:
                     min(len(self._queues[c]), mine + (1 if i < turn else 0)) for i, c in enumerate(clients) if c != entry.client
                 )
             return {**entry.progress.public(), "queue_position": position}
+
+    def in_flight(self) -> set[str]:
+        """Keys queued or running here (none at start-up: this runner dies with its process)."""
+        with self._lock:
+            return set(self._inflight)
 
     def shutdown(self) -> None:
         """Stop taking jobs; queued ones are cancelled (their rows are marked interrupted at next start)."""

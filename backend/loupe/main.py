@@ -24,10 +24,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = make_engine(settings.sqlalchemy_url)
-        jobs = JobRunner(settings.max_jobs, settings.max_jobs_per_client, settings.job_timeout_s)
+        cache = ResultCache(init_db(engine))
+        if settings.queue_url:
+            from .redis_jobs import RedisJobRunner  # the queue's libraries only where it is used
+
+            jobs = RedisJobRunner(settings.queue_url, settings.max_jobs_per_client, settings.job_timeout_s, lost=cache.fail_active)
+        else:
+            jobs = JobRunner(settings.max_jobs, settings.max_jobs_per_client, settings.job_timeout_s)
         app.state.settings = settings
         app.state.store = ModelStore(settings)
-        app.state.runs = RunService(settings, app.state.store, ResultCache(init_db(engine)), jobs)
+        app.state.runs = RunService(settings, app.state.store, cache, jobs)
         app.state.runs.recover()
         yield
         jobs.shutdown()

@@ -48,6 +48,11 @@ class Run:
     def request(self) -> dict:
         return {"text": self.text, "params": self.params.model_dump(mode="json")}
 
+    @property
+    def payload(self) -> dict:
+        """The request as a worker process plans it again (the queue's job arguments)."""
+        return {"analysis": self.spec.name, "model": self.model, **self.request}
+
 
 def spec_of(name: str) -> AnalysisSpec:
     spec = REGISTRY.get(name)
@@ -124,7 +129,7 @@ class RunService:
         if row is not None and row.status == "done":
             return None
         begin = partial(self.cache.begin, run.key, run.spec.name, run.spec.version, run.model, run.request)
-        return self.jobs.submit(run.key, partial(self._execute, run), client, on_new=begin)
+        return self.jobs.submit(run.key, partial(self.execute, run), client, on_new=begin, payload=run.payload)
 
     @staticmethod
     async def wait(future: Future | None, seconds: float) -> None:
@@ -182,7 +187,7 @@ class RunService:
 
     # ---- computing (in a job's thread) -------------------------------------------------------
 
-    def _execute(self, run: Run, progress: Progress) -> None:
+    def execute(self, run: Run, progress: Progress) -> None:
         """Compute, encode and store `run`; any failure is stored with its error body."""
         if (row := self.cache.get(run.key)) is not None and row.status == "done":
             return  # finished by a job that ended between the caller's cache check and this one
@@ -235,8 +240,9 @@ class RunService:
                 log.info("evicted %d analyses to stay under %d bytes", len(evicted), self.settings.max_db_bytes)
 
     def recover(self) -> None:
-        """At start-up: jobs a dead process left queued or running become failures (re-runnable)."""
+        """At start-up: jobs a dead process left queued or running become failures (re-runnable);
+        those still in the queue's hands (queued or running on a worker) are left to it."""
         body = Interrupted("The computation was interrupted by a server restart; submit it again.").body()
-        if interrupted := self.cache.fail_interrupted(body):
+        if interrupted := self.cache.fail_interrupted(body, keep=self.jobs.in_flight()):
             log.warning("marked %d interrupted analyses as failed", interrupted)
         self.housekeep()

@@ -96,11 +96,19 @@ class ResultCache:
         with self.sessions() as session:
             return session.get(Blob, (key, name, iteration, layer, head))
 
-    def fail_interrupted(self, error: dict) -> int:
-        """At start-up: jobs left queued or running by a dead process become failed (re-runnable)."""
+    def fail_active(self, key: str, error: dict) -> None:
+        """Keep a failure for an analysis still queued or running (a finished one is left as it is)."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Analysis).where(Analysis.id == key, Analysis.status.in_(ACTIVE)).values(status="error", error=error, result=None)
+            )
+
+    def fail_interrupted(self, error: dict, keep: set[str] = frozenset()) -> int:
+        """At start-up: jobs left queued or running by a dead process become failed (re-runnable),
+        except `keep`: those a job queue still holds."""
         with self.sessions.begin() as session:
             return session.execute(
-                update(Analysis).where(Analysis.status.in_(ACTIVE)).values(status="error", error=error)
+                update(Analysis).where(Analysis.status.in_(ACTIVE), Analysis.id.not_in(keep)).values(status="error", error=error)
             ).rowcount
 
     def expire_failures(self, older_than: datetime) -> int:
