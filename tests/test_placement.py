@@ -116,14 +116,19 @@ def test_the_server_refuses_to_start_on_a_map_it_cannot_honour(tmp_path):
     assert body["code"] == "device_map" and body["status"] == 503 and "auto" in body["error"]
 
 
+def _first_analysis(settings: Settings, mapping: dict):
+    """The answer to an app's first analysis of TINY (its first load) with this device map."""
+    with TestClient(create_app(settings.model_copy(update={"device_map": json.dumps(mapping)}))) as client:
+        return client.post("/api/analyses", json={"analysis": "attention", "model": TINY, "text": TEXT})
+
+
 @pytest.mark.parametrize("mapping, reason", [
     ({**MAP, "transformer.h.7": "cpu"}, "has no module 'transformer.h.7'"),  # a map written for a deeper model
     # all on the CPU, HF would load the rest there unasked; Loupe refuses
     ({"transformer.wte": "cpu", "transformer.h.0": "cpu", "lm_head": "cpu"}, "names no device for transformer.h.1."),
 ])
 def test_a_map_that_does_not_fit_the_model_is_refused_at_load_in_the_error_shape(settings, mapping, reason):
-    with TestClient(create_app(settings.model_copy(update={"device_map": json.dumps(mapping)}))) as client:
-        response = client.post("/api/analyses", json={"analysis": "attention", "model": TINY, "text": TEXT})
+    response = _first_analysis(settings, mapping)
     body = response.json()
     assert response.status_code == 503 and set(body) == {"error", "code", "status"}, body
     assert body["code"] == "device_map" and reason in body["error"]
@@ -132,6 +137,5 @@ def test_a_map_that_does_not_fit_the_model_is_refused_at_load_in_the_error_shape
 def test_a_map_accelerate_refuses_is_answered_in_the_error_shape(settings):
     """With an offload target, accelerate itself checks that every weight is placed."""
     mapping = {key: value for key, value in MAP.items() if key != "transformer.ln_f"}
-    with TestClient(create_app(settings.model_copy(update={"device_map": json.dumps(mapping)}))) as client:
-        body = client.post("/api/analyses", json={"analysis": "attention", "model": TINY, "text": TEXT}).json()
+    body = _first_analysis(settings, mapping).json()
     assert body["status"] == 503 and body["code"] == "model_unavailable" and "transformer.ln_f.weight" in body["error"]
