@@ -19,7 +19,8 @@ RUN pip install --index-url "$TORCH_INDEX_URL" -r requirements-torch.txt
 
 COPY pyproject.toml README.md ./
 COPY backend ./backend
-RUN pip install .
+# the `postgres` extra: the scale profile's server and workers store results in Postgres (docs/scale.md)
+RUN pip install ".[postgres]"
 
 COPY frontend ./frontend
 COPY models ./models

@@ -1,10 +1,12 @@
 """The Docker image and compose file, read (no Docker engine here): what they declare fits the app."""
 
 import fnmatch
+import json
 import shlex
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +19,7 @@ def test_compose_serves_the_image_on_loopback_with_its_data_and_health_check():
     assert loupe["ports"] == ["127.0.0.1:8000:8000"]  # this machine only, as `make run`
     mounts = {volume.split(":")[0]: volume.split(":")[1:] for volume in loupe["volumes"]}
     assert mounts == {"loupe-data": ["/data"], "hf-cache": ["/hf-cache"], "./models-local": ["/models-local", "ro"]}
-    assert set(compose["volumes"]) == {"loupe-data", "hf-cache"}  # named volumes; the model folder is a bind mount
+    assert {"loupe-data", "hf-cache"} <= set(compose["volumes"])  # named volumes; the model folder is a bind mount
     assert loupe["environment"]["LOUPE_DATA_DIR"] == "/data" and loupe["environment"]["HF_HOME"] == "/hf-cache"
     check = loupe["healthcheck"]
     assert check["test"][0] == "CMD" and "http://127.0.0.1:8000/api/health" in " ".join(check["test"])
@@ -83,3 +85,68 @@ def test_a_non_editable_install_carries_every_file_the_package_serves():
     served = [p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
     assert served, "the docs assets at least"
     assert all(any(fnmatch.fnmatch(path, pattern) for pattern in patterns) for path in served), served
+
+
+def _compose() -> dict:
+    """The compose file as Docker reads it: YAML anchors and merge keys resolved."""
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_file_is_a_valid_compose_specification():
+    """compose_spec (Rust, strict: an unknown or misplaced key is an error) parses what Docker would."""
+    compose_spec = pytest.importorskip("compose_spec")
+    parsed = compose_spec.PyCompose.from_json(json.dumps(_compose()))
+    assert parsed.service_names() == list(_compose()["services"])
+
+
+def test_plain_up_is_unchanged_by_the_scale_profile():
+    """`docker compose up` starts only the embedded server: every other service is in the scale profile."""
+    services = _compose()["services"]
+    assert [name for name, service in services.items() if "profiles" not in service] == ["loupe"]
+    assert all(service["profiles"] == ["scale"] for name, service in services.items() if name != "loupe")
+
+
+def test_scale_profile_runs_a_server_two_workers_redis_and_postgres():
+    services = {name: s for name, s in _compose()["services"].items() if s.get("profiles") == ["scale"]}
+    assert set(services) == {"web", "worker-0", "worker-1", "redis", "postgres"}
+    queue, database = "redis://redis:6379/0", "postgresql+psycopg://loupe:loupe@postgres:5432/loupe"
+    for name in ("web", "worker-0", "worker-1"):
+        environment = services[name]["environment"]
+        assert environment["LOUPE_QUEUE_URL"] == queue and environment["LOUPE_DATABASE_URL"] == database, name
+    web = services["web"]
+    assert web["ports"] == ["127.0.0.1:8001:8000"]  # beside the default service's 8000, on loopback as it
+    assert web["healthcheck"] == _compose()["services"]["loupe"]["healthcheck"]
+    gpus = []
+    for name in ("worker-0", "worker-1"):
+        worker = services[name]
+        assert worker["command"] == ["loupe", "worker"] and worker["environment"]["LOUPE_DEVICE"].startswith("cuda")
+        (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+        gpus += device["device_ids"]
+        assert worker["build"]["args"]["TORCH_INDEX_URL"] == "https://pypi.org/simple"  # the CUDA torch wheel
+    assert sorted(gpus) == ["0", "1"]  # one GPU each
+    postgres, redis = services["postgres"], services["redis"]
+    assert postgres["image"].startswith("postgres:") and redis["image"].startswith("redis:")
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert postgres["healthcheck"]["test"][0] == "CMD-SHELL" and "pg_isready" in postgres["healthcheck"]["test"][1]
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"] and "postgres-data" in _compose()["volumes"]
+    env = postgres["environment"]
+    assert database == f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}"
+
+
+def test_every_scale_service_is_healthy_or_waits_for_healthy_ones():
+    services = _compose()["services"]
+    for name, service in services.items():
+        if service.get("profiles") != ["scale"]:
+            continue
+        depends = service.get("depends_on", {})
+        assert "healthcheck" in service or depends, name
+        assert all(condition == {"condition": "service_healthy"} for condition in depends.values()), name
+        assert all("healthcheck" in services[dependency] for dependency in depends), name
+    assert {"redis", "postgres"} <= set(services["web"]["depends_on"])
+    assert all({"redis", "postgres", "web"} <= set(services[w]["depends_on"]) for w in ("worker-0", "worker-1"))
+
+
+def test_the_image_installs_loupe_with_its_postgres_extra():
+    docker = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("RUN ")]
+    assert [args for args in _pip_installs(docker) if not any("torch" in arg for arg in args)] == [[".[postgres]"]]

@@ -1,16 +1,26 @@
 """`python -m loupe`: serve Loupe with uvicorn on LOUPE_HOST:LOUPE_PORT."""
 
+import json
 import logging
+import sys
 
 import uvicorn
 
 from .config import get_settings
+from .errors import AppError
 
 
 def main() -> None:
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("loupe")
+    try:
+        from .placement import device_map
+
+        device_map(settings)  # a LOUPE_DEVICE_MAP this machine cannot honour stops the start, not the first load
+    except AppError as exc:
+        print(json.dumps(exc.body()), file=sys.stderr)
+        sys.exit(2)
     if settings.host in ("127.0.0.1", "localhost", "::1"):
         log.info("Loupe listens on %s only; set LOUPE_HOST=0.0.0.0 to serve other machines.", settings.host)
     log.info("Loupe at http://%s:%d  (data dir %s)", settings.host, settings.port, settings.data_dir.resolve())

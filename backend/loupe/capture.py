@@ -53,6 +53,7 @@ class _Recording:
     counts: list[int]
     probs: torch.Tensor | None = None
     n_keys: int | None = None  # what every layer attends over in a pass without a KV cache
+    to_cpu: bool = False  # a model spread over devices: every layer's pattern comes back to the CPU as it fires
 
     def check_keys(self, layer: int, probs: torch.Tensor) -> None:
         """Unsupported where a layer attends over other keys than the tokens (a compressed or extra
@@ -64,19 +65,23 @@ class _Recording:
                 code="unsupported_attention",
             )
 
-    def buffer(self, new_empty: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    def buffer(self, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """The [batch, head, q, k] buffer every layer of a pass reuses. A fresh one per layer costs
         its page faults every time: at T = 1024 a softmax into a new tensor takes 18 ms, in place 4 ms."""
-        if self.probs is None or self.probs.shape != shape:
-            self.probs = new_empty(shape)
+        if self.probs is None or self.probs.shape != shape or self.probs.device != like.device:  # a spread model's next device
+            self.probs = like.new_empty(shape)
         return self.probs
 
     def fire(self, module: torch.nn.Module, probs: torch.Tensor) -> None:
+        self.deliver(self.layer_of[id(module)], probs)
+
+    def deliver(self, layer: int, probs: torch.Tensor) -> None:
+        """Hand one firing of a layer to on_pattern: float32, on the CPU for a spread model (one
+        layer at a time, never a stack gathered on one device)."""
         checkpoint()  # a job past its time limit stops here, within one layer
-        layer = self.layer_of[id(module)]
         self.check_keys(layer, probs)
         self.counts[layer] += 1
-        self.on_pattern(self.counts[layer] - 1, layer, probs)
+        self.on_pattern(self.counts[layer] - 1, layer, probs.to("cpu", torch.float32) if self.to_cpu else probs.float())
 
 
 _active: ContextVar[_Recording | None] = ContextVar("loupe_attention_recording", default=None)
@@ -109,19 +114,19 @@ def capture_attention(
     if recording is None or exact:
         output, probs = _eager_of(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         if recording is not None:
-            recording.fire(module, probs.float())
+            recording.fire(module, probs)
         return output, None
     if key.shape[1] != query.shape[1]:  # grouped-query attention: each kv head serves several query heads
         repeats = query.shape[1] // key.shape[1]
         key, value = key.repeat_interleave(repeats, dim=1), value.repeat_interleave(repeats, dim=1)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    probs = recording.buffer(query.new_empty, (*query.shape[:-1], key.shape[-2]))  # [batch, head, q, k]
+    probs = recording.buffer(query, (*query.shape[:-1], key.shape[-2]))  # [batch, head, q, k]
     torch.matmul(query * scale, key.transpose(-1, -2), out=probs)  # the scores
     if attention_mask is not None:
         probs.add_(attention_mask[..., : key.shape[-2]])
     torch._softmax(probs, -1, False, out=probs)  # in place: row by row, bitwise equal to torch.softmax
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()  # models call .view() on it, as on eager's
-    recording.fire(module, probs if probs.dtype == torch.float32 else probs.float())
+    recording.fire(module, probs)
     return output, None
 
 
@@ -214,6 +219,7 @@ class AttentionRecorder:
             {id(module): layer for layer, module in model.attention_modules.items()},
             on_pattern,
             [0] * model.n_layers,
+            to_cpu=model.spread,
         )
 
     @property
@@ -227,6 +233,7 @@ class AttentionRecorder:
         """(logits [batch, pos or 1, d_vocab], the KV cache or None) of one pass over tokens [batch, pos]."""
         self.recording.counts[:] = [0] * self.model.n_layers
         self.recording.n_keys = tokens.shape[1] if past is None else None
+        tokens = tokens.to(self.model.input_device)  # the input embedding's device (a spread model's first)
         if self.native and self.model.entry.encoder:  # no KV cache and no logits_to_keep: an encoder reads every position
             return self.model.bridge.original_model(tokens).logits, None
         if self.native:
@@ -268,10 +275,7 @@ def recording_attention(
 
         def hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
             def record(pattern: torch.Tensor, hook: Any) -> torch.Tensor:
-                checkpoint()
-                recorder.recording.check_keys(layer, pattern)
-                recorder.recording.counts[layer] += 1
-                on_pattern(recorder.recording.counts[layer] - 1, layer, pattern.float())
+                recorder.recording.deliver(layer, pattern)
                 return pattern
 
             return record

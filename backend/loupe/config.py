@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     default_model: str = Field("induction-2l", description="Model preselected in the page.")
     trust_remote_code: bool = Field(False, description="Allow hub models that ship their own code.")
     device: str = Field("cpu", description="torch device for models.")
+    device_map: str | None = Field(
+        None,
+        description="Spread each model TransformerBridge loads over several devices: `auto`, `balanced`, "
+        "`balanced_low_0`, `sequential`, or a JSON object of module -> device (`\"cuda:1\"`, an index, `\"cpu\"`, "
+        "`\"disk\"`). Replaces LOUPE_DEVICE for those models; Loupe's own classes still load on LOUPE_DEVICE.",
+    )
     max_loaded_models: int = Field(2, ge=1, description="Models kept in memory (LRU).")
     max_tokens: int = Field(1024, ge=8, description="Longest accepted text, in tokens.")
     max_iterations: int = Field(

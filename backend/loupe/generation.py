@@ -105,7 +105,7 @@ def generate_with_attention(
             step_rows = torch.stack([torch.stack(row) for row in by_iteration(rows, model.n_layers)])
             sums.append(span_sums(step_rows, n_prompt))  # [iteration, layer, head, 3]
             rows.clear()
-            token = _pick(logits[:, -1].float(), temperature, generator)  # [1, 1]
+            token = _pick(logits[:, -1].float(), temperature, generator).to(sequence.device)  # [1, 1]; a spread model's logits are on its last device
             new_ids.append(token[0])
             if int(token) in stops or step == max_new_tokens - 1:
                 break

@@ -19,7 +19,8 @@ import torch
 
 from .architectures import native
 from .config import Settings
-from .errors import ModelUnavailable, TooLong, UnknownModel, Unsupported
+from .errors import AppError, ModelUnavailable, TooLong, UnknownModel, Unsupported
+from .placement import boot_arguments, check_loaded
 from .tokens import decoder_kind, first_tokens, token_texts
 from .verified import READOUT_MODEL_TYPES
 
@@ -401,6 +402,17 @@ class LoadedModel:
             return AutoTokenizer.from_pretrained(self.entry.location)
         return self.bridge.tokenizer
 
+    @cached_property
+    def spread(self) -> bool:
+        """Whether accelerate placed the model by a device map (LOUPE_DEVICE_MAP): its layers may sit
+        on several devices, so captured tensors come back to the CPU layer by layer."""
+        return bool(getattr(self.bridge.original_model, "hf_device_map", None))
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where token ids go: the input embedding's device (a spread model's first device)."""
+        return torch.device(self.bridge.cfg.device)
+
     def token_ids(self, text: str) -> torch.Tensor:
         """[1, pos] token ids, BOS prepended (an encoder's [CLS] and [SEP] added) as the model
         expects, however many there are."""
@@ -472,12 +484,14 @@ def boot(entry: ModelEntry, settings: Settings) -> Any:
 
         bridge = boot_looped(Path(entry.location), device=settings.device)
     else:
+        placement = boot_arguments(settings, entry.id)
         bridge = TransformerBridge.boot_transformers(
             entry.location,
-            device=settings.device,
             trust_remote_code=settings.trust_remote_code,
+            **placement,
             **(_as_masked_lm(entry.model_type) if entry.encoder and not entry.has_unembedding else {}),
         )
+        check_loaded(bridge.original_model, placement.get("device_map"))
     bridge.eval()
     return bridge
 
@@ -561,6 +575,8 @@ class ModelStore:
             try:
                 with self._boot_lock:
                     bridge = boot(entry, self.settings)
+            except AppError:  # a refusal with its own reason (a device map this model cannot take)
+                raise
             except Exception as exc:
                 log.exception("loading %s failed", model_id)
                 cause = " ".join(str(exc).split())[:300]

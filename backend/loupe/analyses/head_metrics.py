@@ -205,7 +205,7 @@ def head_metrics(model: LoadedModel, params: HeadMetricParams, inputs: Inputs) -
     text: dict = {}  # the text being read: its index, induction targets, and per-text means by firing
 
     def keep(iteration: int, layer: int, probs: torch.Tensor) -> None:
-        means, ranked = text_metrics(probs[0], text["targets"])
+        means, ranked = text_metrics(probs[0], text["targets"].to(probs.device))  # a spread model's patterns are on the CPU
         text["kept"][iteration, layer] = means
         for name, values in ranked.items():
             top.setdefault((iteration, layer), {}).setdefault(name, _TopK(params.top_k)).add(text["index"], values)
