@@ -19,8 +19,9 @@ RUN pip install --index-url "$TORCH_INDEX_URL" -r requirements-torch.txt
 
 COPY pyproject.toml README.md ./
 COPY backend ./backend
-# the `postgres` extra: the scale profile's server and workers store results in Postgres (docs/scale.md)
-RUN pip install ".[postgres]"
+# the `postgres` and `queue` extras: the scale profile's server and workers store results in Postgres
+# and pass analyses through Redis (docs/scale.md)
+RUN pip install ".[postgres,queue]"
 
 COPY frontend ./frontend
 COPY models ./models

@@ -117,3 +117,14 @@ def test_params_and_the_console_script():
     }
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["loupe"] == "loupe.cli:main"
+
+
+def test_a_worker_refuses_to_start_without_a_queue_or_with_a_device_map_it_cannot_honour(monkeypatch):
+    without = run_cli("worker")
+    assert without.returncode == 2 and "LOUPE_QUEUE_URL" in without.stderr
+    monkeypatch.setenv("LOUPE_QUEUE_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("LOUPE_DEVICE_MAP", '{"transformer.h.0": "cuda:7"}')
+    unplaceable = run_cli("worker")
+    assert unplaceable.returncode == 2
+    body = json.loads(unplaceable.stderr.strip().splitlines()[-1])
+    assert body["code"] == "device_map" and "cuda:7" in body["error"]

@@ -7,19 +7,15 @@ import sys
 import uvicorn
 
 from .config import get_settings
-from .errors import AppError
+from .placement import refusal_at_start
 
 
 def main() -> None:
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("loupe")
-    try:
-        from .placement import device_map
-
-        device_map(settings)  # a LOUPE_DEVICE_MAP this machine cannot honour stops the start, not the first load
-    except AppError as exc:
-        print(json.dumps(exc.body()), file=sys.stderr)
+    if (refused := refusal_at_start(settings)) is not None:
+        print(json.dumps(refused), file=sys.stderr)
         sys.exit(2)
     if settings.host in ("127.0.0.1", "localhost", "::1"):
         log.info("Loupe listens on %s only; set LOUPE_HOST=0.0.0.0 to serve other machines.", settings.host)

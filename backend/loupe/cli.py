@@ -170,6 +170,11 @@ def worker(args) -> int:
     if not settings.queue_url:
         print("loupe worker needs LOUPE_QUEUE_URL (redis://host:port/db), the queue the web process enqueues on.", file=sys.stderr)
         return 2
+    from .placement import refusal_at_start
+
+    if (refused := refusal_at_start(settings)) is not None:
+        print(json.dumps(refused), file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .redis_jobs import work
 

@@ -82,6 +82,16 @@ def device_map(settings: Settings) -> DeviceMap | None:
     return mapping
 
 
+def refusal_at_start(settings: Settings) -> dict | None:
+    """The error body that stops a process from starting (a server or a worker) when LOUPE_DEVICE_MAP
+    cannot be honoured on this machine, else None: a bad map stops the start, not the first load."""
+    try:
+        device_map(settings)
+    except ModelUnavailable as exc:
+        return exc.body()
+    return None
+
+
 def boot_arguments(settings: Settings, model_id: str) -> dict[str, Any]:
     """TransformerBridge.boot_transformers' placement arguments: `device`, or `device_map` (and an
     offload folder of this model's own under the data dir when the map offloads to disk)."""
