@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     default_model: str = Field("induction-2l", description="Model preselected in the page.")
     trust_remote_code: bool = Field(False, description="Allow hub models that ship their own code.")
     device: str = Field("cpu", description="torch device for models.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch's CPU threads in this process (default: torch's choice, one per core). Set it to "
+        "cores / workers when several `loupe worker`s share a host's CPUs: oversubscribed threads spin and slow every worker.",
+    )
     device_map: str | None = Field(
         None,
         description="Spread each model TransformerBridge loads over several devices: `auto`, `balanced`, "

@@ -519,6 +519,8 @@ class ModelStore:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)  # process-wide: this process' forwards
         self._entries: dict[str, ModelEntry] | None = None
         self._stamp: tuple = ()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()

@@ -255,9 +255,10 @@ def execute(key: str, payload: dict, client: str) -> None:
 
 
 def work(url: str, name: str | None = None) -> None:
-    """Run a worker until it is stopped: jobs one at a time, in this process (models stay loaded)."""
+    """Run a worker until it is stopped: jobs one at a time, in this process (models stay loaded).
+    Settings, database and model store are set up before the first job."""
     redis = Redis.from_url(url)
     redis.ping()
+    _worker_service()
     worker = SimpleWorker([Queue(QUEUE, connection=redis)], connection=redis, name=name)
-    _worker_service()  # settings, database and model store before the first job
     worker.work(with_scheduler=False)
