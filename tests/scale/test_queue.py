@@ -30,7 +30,16 @@ class Cluster:
     env: dict
     logs: object
     stack: ExitStack
+    server: Server
     workers: list[Server] = field(default_factory=list)
+
+    def restart_web(self) -> None:
+        """SIGKILL the web process (no shutdown runs) and start another on the same queue and database."""
+        self.server.kill()
+        self.server = Server(self.env, self.logs / "web2.log")
+        self.stack.callback(self.server.stop)
+        self.server.wait_healthy()
+        self.web = self.server.url
 
     def start_workers(self, n: int) -> None:
         """Start `n` `loupe worker` processes (named w0, w1, …) and wait until they take jobs."""
@@ -80,7 +89,7 @@ def queued_loupe(model_dir, root):
             "LOUPE_CLIENT_HEADER": "X-Client", "LOUPE_MAX_JOBS_PER_CLIENT": "3",
         }  # fmt: skip
         web = stack.enter_context(running_server(env, root / "web.log"))
-        yield Cluster(web.url, redis.Redis.from_url(url), env, root, stack)
+        yield Cluster(web.url, redis.Redis.from_url(url), env, root, stack, web)
 
 
 @pytest.fixture
@@ -149,6 +158,8 @@ def test_queue_positions_and_the_per_client_cap_hold(queue_only):
     other = cluster.post({"analysis": "attention", "model": TINY, "text": f"{TEXT} 3"}, **{"X-Client": "other"})
     assert other.status_code == 200  # the cap is per client
     keys.append(other.json()["id"])
+    cluster.restart_web()  # what a web process left in the queue stays there, not `interrupted`
+    assert [cluster.get(key)["status"] for key in keys] == ["queued"] * 4
     cluster.start_workers(1)
     assert [cluster.until_settled(key)["status"] for key in keys] == ["done"] * 4
     again = cluster.post({"analysis": "attention", "model": TINY, "text": f"{TEXT} 3"}, **{"X-Client": "flood"})
