@@ -51,7 +51,8 @@ class ResultCache:
                 id=key, analysis=analysis, version=version, model=model, request=request, status="queued",
                 size_bytes=_json_size(request),
             )  # fmt: skip
-            if session.execute(insert.on_conflict_do_nothing(index_elements=[Analysis.id])).rowcount == 0:
+            inserted = session.execute(insert.on_conflict_do_nothing(index_elements=[Analysis.id]).returning(Analysis.id)).first()
+            if inserted is None:  # there was a row already
                 session.execute(
                     update(Analysis).where(Analysis.id == key, Analysis.status != "done").values(status="queued", error=None)
                 )

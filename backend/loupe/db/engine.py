@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .tables import SCHEMA_VERSION, Analysis, Base, Meta
@@ -99,28 +99,37 @@ def init_db(engine: Engine) -> sessionmaker[Session]:
         reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
         raise DatabaseUnavailable(f"cannot open the database at {engine.url} (LOUPE_DATABASE_URL): {reason}") from None
     try:
-        return _init_db(engine)
-    except IntegrityError:  # another process created the schema at the same moment: it is there now
-        return _init_db(engine)
+        _create_or_migrate(engine)
+    except OperationalError:  # SQLite: another process created the tables between our look and our CREATE
+        _create_or_migrate(engine)
+    return sessionmaker(engine, expire_on_commit=False)
 
 
-def _init_db(engine: Engine) -> sessionmaker[Session]:
-    Base.metadata.create_all(engine)
-    factory = sessionmaker(engine, expire_on_commit=False)
-    with factory.begin() as session:
-        row = session.get(Meta, "schema_version", with_for_update=True)  # one migrating process at a time
-        if row is None:
-            session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            return factory
-        version = int(row.value) if row.value.isdigit() else -1
-        if version not in MIGRATIONS and version != SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"the database at {engine.url} has schema version {row.value}, this Loupe uses "
-                f"{SCHEMA_VERSION} and migrates from {sorted(MIGRATIONS)}; point LOUPE_DATA_DIR at a new folder "
-                "(or LOUPE_DATABASE_URL at a new database)"
-            )
-        while version in MIGRATIONS:
-            MIGRATIONS[version](session)
-            version += 1
-        row.value = str(version)
-    return factory
+SCHEMA_LOCK = 0x10C9E  # the PostgreSQL advisory lock held while a database's schema is created or migrated
+
+
+def _create_or_migrate(engine: Engine) -> None:
+    """One transaction: the tables, then the schema version (written, checked or migrated). On
+    PostgreSQL, processes opening one database at once take turns on an advisory lock."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        Base.metadata.create_all(connection)
+        with Session(connection) as session:
+            row = session.get(Meta, "schema_version")
+            if row is None:
+                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                session.flush()
+                return
+            version = int(row.value) if row.value.isdigit() else -1
+            if version not in MIGRATIONS and version != SCHEMA_VERSION:
+                raise SchemaMismatch(
+                    f"the database at {engine.url} has schema version {row.value}, this Loupe uses "
+                    f"{SCHEMA_VERSION} and migrates from {sorted(MIGRATIONS)}; point LOUPE_DATA_DIR at a new folder "
+                    "(or LOUPE_DATABASE_URL at a new database)"
+                )
+            while version in MIGRATIONS:
+                MIGRATIONS[version](session)
+                version += 1
+            row.value = str(version)
+            session.flush()
