@@ -46,11 +46,9 @@ def _app_database(request, monkeypatch):
     if DATABASE == "sqlite":
         yield
         return
-    cluster = request.getfixturevalue("postgres")
-    url = cluster.create_database()
-    monkeypatch.setenv("LOUPE_DATABASE_URL", url)
-    yield
-    cluster.drop_database(url)
+    with request.getfixturevalue("postgres").database() as url:
+        monkeypatch.setenv("LOUPE_DATABASE_URL", url)
+        yield
 
 
 @pytest.fixture(scope="session")

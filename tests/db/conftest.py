@@ -11,10 +11,8 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'loupe.db'}"
         return
-    cluster = request.getfixturevalue("postgres")
-    url = cluster.create_database()
-    yield url
-    cluster.drop_database(url)
+    with request.getfixturevalue("postgres").database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -52,17 +52,14 @@ def test_processes_opening_a_new_postgres_database_at_once_all_start(postgres):
     (PostgreSQL only: two openers of a brand-new SQLite file race on switching it to WAL, as before.)"""
     from concurrent.futures import ThreadPoolExecutor
 
-    url = postgres.create_database()
-    made = [make_engine(url) for _ in range(4)]
-    try:
+    with postgres.database() as url:
+        made = [make_engine(url) for _ in range(4)]
         with ThreadPoolExecutor(len(made)) as pool:
             factories = list(pool.map(init_db, made))
         with factories[0]() as session:
             assert session.scalars(text("SELECT value FROM meta")).all() == [str(SCHEMA_VERSION)]
-    finally:
         for engine in made:
             engine.dispose()
-        postgres.drop_database(url)
 
 
 def test_an_unreachable_database_is_refused_with_one_line():

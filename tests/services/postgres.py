@@ -62,6 +62,15 @@ class Cluster:
         with self._admin() as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
+    @contextmanager
+    def database(self):
+        """A new database's URL for the `with` block; dropped after it."""
+        url = self.create_database()
+        try:
+            yield url
+        finally:
+            self.drop_database(url)
+
     def _admin(self):
         import psycopg
 
