@@ -1,11 +1,12 @@
 # Loupe: `make run` serves the dashboard on the embedded models; `make test` runs every test.
-# Both install what they need (a virtualenv in .venv; Debian's chromium for the browser tests).
+# Both install what they need (a virtualenv in .venv; Debian's chromium for the browser tests,
+# postgresql and redis-server for the tests against real services).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench browser clean
+.PHONY: install run test bench browser services clean
 
 install: $(STAMP)
 
@@ -25,8 +26,16 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 
-test: install browser
+# the servers tests start for themselves (tests/services/): a throwaway PostgreSQL cluster, Redis
+services:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; fi; }
+
+# every test on SQLite, then the API suite again with each test's app on a PostgreSQL database of its own
+test: install browser services
 	$(PY) -m pytest -q
+	LOUPE_TEST_DATABASE=postgres $(PY) -m pytest -q tests/api
 
 bench: install browser
 	$(PY) -m bench

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny real models in LOUPE_MODEL_DIRS, a temp SQLite data dir, an app client."""
+"""Shared fixtures: tiny real models in LOUPE_MODEL_DIRS, a temp SQLite data dir (or, with
+LOUPE_TEST_DATABASE=postgres, a database of its own on a throwaway PostgreSQL), an app client."""
+
+import os
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +15,40 @@ from .tiny_models import build_tiny_gpt2
 
 TINY = "local/gpt2tiny"
 LOOPED = "local/loopedtiny"
+DATABASE = os.environ.get("LOUPE_TEST_DATABASE", "sqlite")  # where the apps under test store results: sqlite | postgres
+if DATABASE not in ("sqlite", "postgres"):
+    raise pytest.UsageError(f"LOUPE_TEST_DATABASE is sqlite or postgres, not {DATABASE!r}")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the whole session (tests/services/postgres.py)."""
+    from .services.postgres import postgres_cluster
+
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def fresh_database(request):
+    """fresh_database(data_dir) -> the URL of a new, empty database for an app: Loupe's default
+    SQLite file in `data_dir`, or a new database on the session's PostgreSQL."""
+    if DATABASE == "sqlite":
+        return lambda data_dir: f"sqlite:///{(data_dir / 'loupe.db').resolve()}"
+    cluster = request.getfixturevalue("postgres")
+    return lambda _data_dir: cluster.create_database()
+
+
+@pytest.fixture(autouse=True)
+def _app_database(request, monkeypatch):
+    """With LOUPE_TEST_DATABASE=postgres, every app a test builds (Settings read LOUPE_DATABASE_URL)
+    uses a new PostgreSQL database, dropped afterwards: as isolated as a temp SQLite file."""
+    if DATABASE == "sqlite":
+        yield
+        return
+    with request.getfixturevalue("postgres").database() as url:
+        monkeypatch.setenv("LOUPE_DATABASE_URL", url)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -79,9 +116,9 @@ def refused(response, code: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def loupe_server(model_dir, tmp_path_factory):
+def loupe_server(model_dir, tmp_path_factory, fresh_database):
     """`python -m loupe` on a free port over `model_dir` (`local/gpt2tiny`, the default model), an
-    empty zoo and an empty data dir of its own."""
+    empty zoo and an empty data dir (and database) of its own."""
     from .server import running_server
 
     root = tmp_path_factory.mktemp("loupe_server")
@@ -89,6 +126,7 @@ def loupe_server(model_dir, tmp_path_factory):
     env = {
         "LOUPE_DATA_DIR": str(root / "data"), "LOUPE_MODEL_DIRS": str(model_dir), "LOUPE_ZOO_DIR": str(root / "zoo"),
         "LOUPE_DEFAULT_MODEL": TINY, "LOUPE_HUB_MODELS": "", "LOUPE_API_TOKEN": "",
+        "LOUPE_DATABASE_URL": fresh_database(root / "data"),
     }
     with running_server(env, root / "server.log") as server:
         yield server

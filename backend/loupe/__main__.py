@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from .config import get_settings
+from .db.engine import DatabaseUnavailable, SchemaMismatch, init_db, make_engine
 from .placement import refusal_at_start
 
 
@@ -20,6 +21,17 @@ def main() -> None:
     if settings.host in ("127.0.0.1", "localhost", "::1"):
         log.info("Loupe listens on %s only; set LOUPE_HOST=0.0.0.0 to serve other machines.", settings.host)
     log.info("Loupe at http://%s:%d  (data dir %s)", settings.host, settings.port, settings.data_dir.resolve())
+    # the database is opened (created, migrated) before serving: one clear line if it cannot be, not
+    # a traceback from inside the server's start-up
+    try:
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            init_db(engine)
+        finally:
+            engine.dispose()
+    except (DatabaseUnavailable, SchemaMismatch) as error:
+        log.error("Loupe cannot start: %s", error)
+        sys.exit(2)
     uvicorn.run("loupe.main:create_app", factory=True, host=settings.host, port=settings.port, log_level="info")
 
 

@@ -176,9 +176,14 @@ def worker(args) -> int:
         print(json.dumps(refused), file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .db.engine import DatabaseUnavailable, SchemaMismatch
     from .redis_jobs import work
 
-    work(settings.queue_url, name=args.name)
+    try:
+        work(settings.queue_url, name=args.name)
+    except (DatabaseUnavailable, SchemaMismatch) as error:
+        print(f"loupe worker cannot start: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -303,10 +303,11 @@ class Fuzz:
 
 
 @pytest.fixture(scope="module")
-def fuzz(model_dir, tmp_path_factory):
+def fuzz(model_dir, tmp_path_factory, fresh_database):
     tmp = tmp_path_factory.mktemp("fuzz")
     env = {
         "LOUPE_DATA_DIR": str(tmp / "data"),
+        "LOUPE_DATABASE_URL": fresh_database(tmp / "data"),
         "LOUPE_MODEL_DIRS": str(model_dir),
         "LOUPE_ZOO_DIR": str(tmp / "zoo"),
         "LOUPE_JOB_TIMEOUT_S": "20",

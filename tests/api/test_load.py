@@ -35,9 +35,12 @@ def _job(seed: int, **extra) -> dict:
     return {"analysis": "head_scores", "model": TINY, "params": {**JOB_PARAMS, "seed": seed}, **extra}
 
 
-def _env(model_dir, tmp, **extra) -> dict[str, str]:
+def _env(model_dir, tmp, database_url: str, **extra) -> dict[str, str]:
     (tmp / "zoo").mkdir(exist_ok=True)
-    return {"LOUPE_DATA_DIR": str(tmp / "data"), "LOUPE_MODEL_DIRS": str(model_dir), "LOUPE_ZOO_DIR": str(tmp / "zoo"), **extra}
+    return {
+        "LOUPE_DATA_DIR": str(tmp / "data"), "LOUPE_MODEL_DIRS": str(model_dir), "LOUPE_ZOO_DIR": str(tmp / "zoo"),
+        "LOUPE_DATABASE_URL": database_url, **extra,
+    }  # fmt: skip
 
 
 def _assert_error_shape(body: dict, status: int, code: str) -> None:
@@ -75,13 +78,13 @@ class Flood:
 
 
 @pytest.fixture(scope="module")
-def flood(model_dir, tmp_path_factory) -> Flood:
+def flood(model_dir, tmp_path_factory, fresh_database) -> Flood:
     """One worker, 8 jobs per client. Client A sends 200 distinct jobs from 50 threads; once A's
     refusals begin, client B submits one job and polls until it starts; /api/health is probed
     every 100 ms throughout."""
     tmp = tmp_path_factory.mktemp("flood")
     env = _env(
-        model_dir, tmp, LOUPE_CLIENT_HEADER="X-Client", LOUPE_MAX_JOBS="1",
+        model_dir, tmp, fresh_database(tmp / "data"), LOUPE_CLIENT_HEADER="X-Client", LOUPE_MAX_JOBS="1",
         LOUPE_MAX_JOBS_PER_CLIENT=str(PER_CLIENT), LOUPE_SYNC_WAIT_S="20",
     )
     with running_server(env, tmp / "server.log") as server, httpx.Client(
@@ -208,9 +211,9 @@ def test_another_clients_job_waits_only_for_the_job_already_running(flood):
 
 
 @pytest.fixture(scope="module")
-def plain_server(model_dir, tmp_path_factory):
+def plain_server(model_dir, tmp_path_factory, fresh_database):
     tmp = tmp_path_factory.mktemp("plain")
-    with running_server(_env(model_dir, tmp, LOUPE_MAX_BODY_BYTES="2000000"), tmp / "server.log") as server:
+    with running_server(_env(model_dir, tmp, fresh_database(tmp / "data"), LOUPE_MAX_BODY_BYTES="2000000"), tmp / "server.log") as server:
         yield server
 
 

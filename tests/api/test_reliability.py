@@ -4,9 +4,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
-from loupe.db.engine import SchemaMismatch, init_db
+from loupe.db.engine import SchemaMismatch, init_db, make_engine
 from loupe.db.tables import Meta
 from loupe.main import create_app
 
@@ -25,7 +25,7 @@ def test_twenty_identical_requests_compute_once(client):
     assert client.app.state.runs.jobs.computed == 1
 
 
-def test_concurrent_mixed_requests_equal_sequential_ones(settings, tmp_path):
+def test_concurrent_mixed_requests_equal_sequential_ones(settings, tmp_path, fresh_database):
     requests = [
         {**ATTENTION, "text": f"Request number {i} about attention heads."} for i in range(4)
     ] + [{"analysis": "head_scores", "model": TINY, "params": {"seq_len": 10, "batch": 3, "seed": seed}} for seed in range(3)]
@@ -41,7 +41,9 @@ def test_concurrent_mixed_requests_equal_sequential_ones(settings, tmp_path):
         with ThreadPoolExecutor(max_workers=len(requests)) as pool:
             concurrent = list(pool.map(lambda r: client.post("/api/analyses", json=r).json(), requests))
         concurrent_slices = [slices(client, body) for body in concurrent]
-    sequential_settings = settings.model_copy(update={"data_dir": tmp_path / "sequential"})
+    sequential_settings = settings.model_copy(
+        update={"data_dir": tmp_path / "sequential", "database_url": fresh_database(tmp_path / "sequential")}
+    )
     with TestClient(create_app(sequential_settings)) as client:
         for request, body, expected in zip(requests, concurrent, concurrent_slices):
             alone = client.post("/api/analyses", json=request).json()
@@ -86,8 +88,8 @@ def _key_of(client, request):
     return spec.key(request["model"], client.app.state.store.revision(request["model"]), request["text"], spec.params())
 
 
-def test_a_database_of_another_schema_version_is_refused(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+def test_a_database_of_another_schema_version_is_refused(tmp_path, fresh_database):
+    engine = make_engine(fresh_database(tmp_path / "old"))
     sessions = init_db(engine)
     with sessions.begin() as session:
         session.get(Meta, "schema_version").value = "0"
@@ -95,9 +97,13 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path):
         init_db(engine)
 
 
-def test_database_url_points_anywhere_sqlalchemy_reaches(settings, tmp_path):
-    url = f"sqlite:///{tmp_path / 'elsewhere' / 'custom.db'}"
+def test_database_url_points_anywhere_sqlalchemy_reaches(settings, tmp_path, fresh_database):
+    url = fresh_database(tmp_path / "elsewhere")
     with TestClient(create_app(settings.model_copy(update={"database_url": url}))) as client:
-        assert client.post("/api/analyses", json=ATTENTION).json()["status"] == "done"
-    assert (tmp_path / "elsewhere" / "custom.db").stat().st_size > 0
+        done = client.post("/api/analyses", json=ATTENTION).json()
+        assert done["status"] == "done"
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT status FROM analysis WHERE id = :id"), {"id": done["id"]}).scalar() == "done"
+    engine.dispose()
     assert not (settings.data_dir / "loupe.db").exists()

@@ -3,13 +3,15 @@
 A result becomes visible only as a whole: its blobs and its `done` status are written in one
 transaction, so a crash mid-write leaves the previous state (never a partial result marked done).
 Rows are kept within a byte budget by evicting the least recently read results (their request
-stays, so a permalink recomputes); failures expire.
+stays, so a permalink recomputes); failures expire. The same code runs on SQLite and PostgreSQL,
+where several processes may write one key at once: writes are upserts or lock the row first.
 """
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..codec import Slice
@@ -17,6 +19,7 @@ from ..hashing import canonical_json
 from .tables import Analysis, Blob, now
 
 ACTIVE = ("queued", "running")
+UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # INSERT ... ON CONFLICT, per dialect
 READ_RESOLUTION = timedelta(seconds=1)  # a read refreshes read_at at most this often (not a write per GET)
 
 
@@ -41,16 +44,18 @@ class ResultCache:
         return row
 
     def begin(self, key: str, analysis: str, version: int, model: str, request: dict) -> None:
-        """Record a request as queued (a retry of a failed or evicted one starts over)."""
+        """Record a request as queued (a retry of a failed or evicted one starts over). Another
+        process beginning the same key at the same moment is no error: one row, queued."""
         with self.sessions.begin() as session:
-            row = session.get(Analysis, key)
-            if row is None:
-                session.add(
-                    Analysis(id=key, analysis=analysis, version=version, model=model, request=request, status="queued",
-                             size_bytes=_json_size(request))
+            insert = UPSERT[session.get_bind().dialect.name](Analysis).values(
+                id=key, analysis=analysis, version=version, model=model, request=request, status="queued",
+                size_bytes=_json_size(request),
+            )  # fmt: skip
+            inserted = session.execute(insert.on_conflict_do_nothing(index_elements=[Analysis.id]).returning(Analysis.id)).first()
+            if inserted is None:  # there was a row already
+                session.execute(
+                    update(Analysis).where(Analysis.id == key, Analysis.status != "done").values(status="queued", error=None)
                 )
-            elif row.status != "done":
-                row.status, row.error = "queued", None
 
     def set_status(self, key: str, status: str) -> None:
         with self.sessions.begin() as session:
@@ -59,7 +64,7 @@ class ResultCache:
     def store(self, key: str, result: dict, slices: Iterable[Slice]) -> None:
         """Write all blobs and mark the analysis done, atomically."""
         with self.sessions.begin() as session:
-            row = session.get(Analysis, key)
+            row = session.get(Analysis, key, with_for_update=True)  # a second writer of this key waits, then replaces
             if row is None:  # deleted while it ran: the result has no request to belong to
                 return
             session.execute(delete(Blob).where(Blob.analysis_id == key))
@@ -139,6 +144,7 @@ class ResultCache:
                     select(Analysis)
                     .where(Analysis.status.in_(statuses), Analysis.id.not_in(keep))
                     .order_by(Analysis.read_at, Analysis.id)
+                    .with_for_update(skip_locked=True)  # PostgreSQL: rows another process is storing or evicting are passed over
                 ).all()
                 for row in rows:
                     if total <= max_bytes:
