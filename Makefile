@@ -32,10 +32,11 @@ services:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; fi; }
 
-# every test on SQLite, then the API suite again with each test's app on a PostgreSQL database of its own
+# every test on SQLite, then the API suite and the queue's (web, two workers, Redis) again with each
+# test's app on a PostgreSQL database of its own
 test: install browser services
 	$(PY) -m pytest -q
-	LOUPE_TEST_DATABASE=postgres $(PY) -m pytest -q tests/api
+	LOUPE_TEST_DATABASE=postgres $(PY) -m pytest -q tests/api tests/scale
 
 bench: install browser
 	$(PY) -m bench

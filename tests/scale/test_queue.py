@@ -1,5 +1,5 @@
 """The Redis queue for real: a redis-server, the web process with LOUPE_QUEUE_URL and two
-`loupe worker` processes over one database. Single flight across workers, results equal to the
+`loupe worker` processes over one database (SQLite, and PostgreSQL in make test's second pass). Single flight across workers, results equal to the
 in-process runner's, queue positions and the per-client cap, and a worker killed mid-job."""
 
 import time
@@ -78,13 +78,14 @@ class Cluster:
 
 
 @contextmanager
-def queued_loupe(model_dir, root):
-    """Redis and the web process enqueueing on it over a SQLite file; no worker yet."""
+def queued_loupe(model_dir, root, database_url: str):
+    """Redis and the web process enqueueing on it over one database (a SQLite file, or a PostgreSQL
+    database with LOUPE_TEST_DATABASE=postgres); no worker yet."""
     with ExitStack() as stack:
         url = stack.enter_context(redis_server(root / "redis.log"))
         (root / "zoo").mkdir()
         env = {
-            "LOUPE_DATA_DIR": str(root / "data"), "LOUPE_MODEL_DIRS": str(model_dir), "LOUPE_ZOO_DIR": str(root / "zoo"),
+            "LOUPE_DATA_DIR": str(root / "data"), "LOUPE_DATABASE_URL": database_url, "LOUPE_MODEL_DIRS": str(model_dir), "LOUPE_ZOO_DIR": str(root / "zoo"),
             "LOUPE_DEFAULT_MODEL": TINY, "LOUPE_HUB_MODELS": "", "LOUPE_API_TOKEN": "", "LOUPE_QUEUE_URL": url,
             "LOUPE_CLIENT_HEADER": "X-Client", "LOUPE_MAX_JOBS_PER_CLIENT": "3",
         }  # fmt: skip
@@ -93,15 +94,16 @@ def queued_loupe(model_dir, root):
 
 
 @pytest.fixture
-def queue_only(model_dir, tmp_path):
-    with queued_loupe(model_dir, tmp_path) as cluster:
+def queue_only(model_dir, tmp_path, fresh_database):
+    with queued_loupe(model_dir, tmp_path, fresh_database(tmp_path / "data")) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="module")
-def cluster(model_dir, tmp_path_factory):
+def cluster(model_dir, tmp_path_factory, fresh_database):
     """…with two workers, shared by this module's tests (the kill test, last, stops one)."""
-    with queued_loupe(model_dir, tmp_path_factory.mktemp("queue")) as cluster:
+    root = tmp_path_factory.mktemp("queue")
+    with queued_loupe(model_dir, root, fresh_database(root / "data")) as cluster:
         cluster.start_workers(2)
         yield cluster
 
