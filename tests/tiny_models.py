@@ -92,3 +92,44 @@ def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int 
         eos_token_id=0,
     )
     return _save(path, LlamaForCausalLM(config), fast)
+
+
+def _sharpened_gpt2(config, seed: int):
+    """A seeded random GPT-2 whose queries and keys are scaled up, so its attention patterns are
+    peaked (random init attends almost uniformly, and every checkpoint would score alike)."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.weight[:, : 2 * config.n_embd] *= 4.0  # Conv1D [n_embd, 3 * n_embd]: q, k, v
+    return model
+
+
+def build_tiny_checkpointed(path: Path, steps=(0, 100, 1000), half=(100,), train_loss=True) -> Path:
+    """A tiny GPT-2 folder with training checkpoints: the final weights (seed 0) at the top and
+    `checkpoints/<step>/model.safetensors` of other seeded weights (fp16 for steps in `half`), and,
+    with `train_loss`, `checkpoints/trajectory.json` recording a loss per step."""
+    import json
+    import shutil
+    import tempfile
+
+    from transformers import GPT2Config
+
+    fast = _tokenizer()
+    config = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    _save(path, _sharpened_gpt2(config, seed=0), fast)
+    for i, step in enumerate(steps):
+        model = _sharpened_gpt2(config, seed=10 + i)
+        if step in half:
+            model = model.half()
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            (path / "checkpoints" / str(step)).mkdir(parents=True)
+            shutil.move(Path(tmp) / "model.safetensors", path / "checkpoints" / str(step) / "model.safetensors")
+    if train_loss:
+        records = [{"step": step, "train_loss": 6.0 - i} for i, step in enumerate(steps)]
+        (path / "checkpoints" / "trajectory.json").write_text(json.dumps(records))
+    return path

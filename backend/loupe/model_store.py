@@ -2,15 +2,21 @@
 
 Model ids: `<folder>` for the embedded zoo (`models/<folder>`), `local/<folder>` for subfolders of
 LOUPE_MODEL_DIRS, and the hub name itself for LOUPE_HUB_MODELS. Only these ids are ever loaded:
-a request names an id, never a path.
+a request names an id, never a path. A model with training checkpoints (`<folder>/checkpoints/<step>/`,
+or hub revisions `<name>@step<N>` in LOUPE_HUB_MODELS) is also loaded at one of them as `<id>@<step>`:
+the same entry with that checkpoint's weights and its own revision, so every analysis, cache key and
+permalink gets the checkpoint axis.
 """
 
 import hashlib
 import json
 import logging
+import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -75,6 +81,8 @@ class ModelEntry:
     remote_code: bool = False  # its config maps to code shipped in its folder (auto_map) and Loupe has no classes of its own for it
     own_exit: bool = False  # its early exit is its own method (Huginn's coda), read only after each iteration
     exit_gate: bool = False  # it decides per token when to stop looping (Ouro's exit gate)
+    checkpoints: tuple[int, ...] = ()  # training steps it can also be loaded at (`<id>@<step>`), ascending
+    step: int | None = None  # the training step of a checkpoint entry (`<id>@<step>`); None: the final weights
 
     @property
     def warnings(self) -> list[str]:
@@ -120,6 +128,18 @@ class ModelEntry:
                 "the logit lens and probes show what each iteration would answer.",
                 code="no_exit_gate",
             )
+        if need == "checkpoints" and not self.checkpoints:
+            if self.step is not None:
+                return Unsupported(
+                    f"{self.id} is checkpoint {self.step} of {self.base_id}; an analysis over checkpoints runs on "
+                    f"{self.base_id} itself (its final weights and every checkpoint).",
+                    code="checkpoint_of",
+                )
+            return Unsupported(
+                f"{self.id} has no training checkpoints (a `checkpoints/<step>/model.safetensors` folder beside its "
+                "weights, or hub revisions `<name>@step<N>` in LOUPE_HUB_MODELS).",
+                code="no_checkpoints",
+            )
         return self.attention_refusal if need == "attention" else None
 
     @property
@@ -141,7 +161,8 @@ class ModelEntry:
         or it is an encoder; `encoder` for bidirectional attention, `causal_lm` for any other (next-token
         prediction); `unembedding` unless it is an encoder without its MLM head; `seeded` where its
         forward draws random numbers, seeded by `loop.seed`; `exit_gate` where the model itself decides
-        when to stop looping (Ouro)."""
+        when to stop looping (Ouro); `checkpoints` where it has training checkpoints (its final
+        weights' entry, not a checkpoint's)."""
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
@@ -152,7 +173,38 @@ class ModelEntry:
             + (["unembedding"] if self.has_unembedding else [])
             + (["seeded"] if self.draws_random else [])
             + (["exit_gate"] if self.exit_gate else [])
+            + (["checkpoints"] if self.checkpoints else [])
         )
+
+    @property
+    def base_id(self) -> str:
+        """The id of the model this is a checkpoint of (its own id for final weights)."""
+        return self.id.rpartition("@")[0] if self.step is not None else self.id
+
+    def at(self, step: int) -> "ModelEntry":
+        """This model at training checkpoint `step`: the same entry, its id `<id>@<step>`; UnknownModel
+        naming the known steps when it has no such checkpoint."""
+        if step not in self.checkpoints:
+            known = ", ".join(map(str, self.checkpoints)) or "none"
+            raise UnknownModel(f"{self.id} has no checkpoint {step}; its checkpoints: {known}.", code="unknown_checkpoint")
+        snapshots = self.loupe.get("checkpoint_snapshots", {})
+        loupe = {**self.loupe, "revision": snapshots[step][0], "snapshot": snapshots[step][1]} if snapshots else self.loupe
+        return replace(self, id=f"{self.id}@{step}", checkpoints=(), step=step, loupe=loupe,
+                       description=f"{self.description} — checkpoint at training step {step}")
+
+    @property
+    def checkpoint_weights(self) -> Path | None:
+        """A local checkpoint's weights file (None for final weights and a hub revision, whose
+        snapshot folder is a whole model)."""
+        if self.step is None or self.source == "hub":
+            return None
+        return Path(self.location) / "checkpoints" / str(self.step) / "model.safetensors"
+
+    @property
+    def trajectory_path(self) -> Path | None:
+        """`checkpoints/trajectory.json` (per-step training loss), where the folder records one."""
+        path = Path(self.location) / "checkpoints" / "trajectory.json"
+        return path if self.source != "hub" and path.is_file() else None
 
     @property
     def folder(self) -> Path:
@@ -179,6 +231,8 @@ class ModelEntry:
             "warnings": self.warnings,
             "prompt_hint": self.loupe.get("prompt_hint"),
             "has_card": self.card_path is not None,
+            "checkpoints": list(self.checkpoints) or None,
+            "step": self.step,
         }
 
 
@@ -224,10 +278,21 @@ def _entry_from_dir(model_id: str, source: str, path: Path) -> ModelEntry | None
         exit_gate=exit_gate,
         fixed_loop=fixed_loop,
         own_exit=own_exit,
+        checkpoints=checkpoint_steps(path),
         remote_code=bool(config.get("auto_map")) and architecture is None,
         description=loupe.get("description") or f"{config.get('model_type', 'model')} from {path.name}",
         loupe=loupe,
     )
+
+
+def checkpoint_steps(path: Path) -> tuple[int, ...]:
+    """The steps of `<path>/checkpoints/<step>/model.safetensors`, ascending (a step is a directory
+    named by a plain integer)."""
+    root = path / "checkpoints"
+    if not root.is_dir():
+        return ()
+    steps = [int(d.name) for d in root.iterdir() if d.name.isdigit() and str(int(d.name)) == d.name]
+    return tuple(sorted(s for s in steps if (root / str(s) / "model.safetensors").is_file()))
 
 
 def _hub_entry(name: str) -> ModelEntry | None:
@@ -264,18 +329,59 @@ def discover(settings: Settings) -> dict[str, ModelEntry]:
             if (path / "config.json").is_file():
                 if entry := _entry_from_dir(f"local/{path.name}", "local", path):
                     entries[entry.id] = entry
+    revisions: dict[str, list[str]] = {}
     for name in settings.hub_models:
-        if entry := _hub_entry(name):
+        base, _, revision = name.partition("@")
+        if revision:
+            revisions.setdefault(base, []).append(revision)
+        elif entry := _hub_entry(name):
             entries.setdefault(entry.id, entry)
+    for base, listed in revisions.items():
+        if (entry := entries.get(base) or _hub_entry(base)) is not None and entry.source == "hub":
+            entries[base] = _hub_checkpoints(entry, listed)
     return entries
 
 
+def _hub_checkpoints(entry: ModelEntry, revisions: list[str]) -> ModelEntry:
+    """`checkpoints` and the snapshot of each for hub revisions named `step<N>` (Pythia's), found in
+    the local HF cache only; a revision not cached is left out with a warning (the hub is never asked)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    name, snapshots = entry.id, {}
+    for revision in revisions:
+        if not (revision.startswith("step") and revision[4:].isdigit()):
+            log.warning("LOUPE_HUB_MODELS %s@%s: only `step<N>` revisions make a checkpoint axis", name, revision)
+            continue
+        cached = try_to_load_from_cache(name, "config.json", revision=revision)
+        if not isinstance(cached, str):
+            log.warning("LOUPE_HUB_MODELS %s@%s: not in the local Hugging Face cache; left out", name, revision)
+            continue
+        snapshots[int(revision[4:])] = (Path(cached).parent.name, str(Path(cached).parent))
+    # the axis hangs off the cached final weights (`<name>` at main): listed revisions alone make no entry
+    return replace(entry, checkpoints=tuple(sorted(snapshots)), loupe={**entry.loupe, "checkpoint_snapshots": snapshots})
+
+
 def revision_of(entry: ModelEntry) -> str:
-    """A content fingerprint of the model's files, so a changed checkpoint never hits an old cache."""
+    """A content fingerprint of the model's files, so a changed checkpoint never hits an old cache.
+    A checkpoint's covers the folder's config and tokenizer and its own weights; final weights' also
+    cover every checkpoint and trajectory.json, so an analysis over checkpoints (emergence) never
+    answers from before a checkpoint was added."""
     if entry.source == "hub":
         return entry.loupe.get("revision", "hub")
+    digest = hashlib.sha256(_files_digest(Path(entry.location)).encode())
+    if entry.step is not None:
+        digest.update(_files_digest(Path(entry.location) / "checkpoints" / str(entry.step)).encode())
+    elif entry.checkpoints:
+        digest.update(_files_digest(Path(entry.location) / "checkpoints").encode())
+        for step in entry.checkpoints:
+            digest.update(f"{step}:{_files_digest(Path(entry.location) / 'checkpoints' / str(step))}".encode())
+    return digest.hexdigest()[:16] if entry.step is not None or entry.checkpoints else _files_digest(Path(entry.location))
+
+
+def _files_digest(folder: Path) -> str:
+    """sha256 of the names, sizes, heads and tails of a folder's files (not its subfolders)."""
     digest = hashlib.sha256()
-    for path in sorted(Path(entry.location).iterdir()):
+    for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
         size = path.stat().st_size
@@ -471,9 +577,58 @@ def _incomplete_components(bridge: Any) -> list[str]:
     ]
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json")
+
+
+def _tensor_names(folder: Path) -> set[str] | None:
+    """The tensor names of a folder's safetensors weights (one file or an index), None if it has neither."""
+    from safetensors import safe_open
+
+    if (single := folder / "model.safetensors").is_file():
+        with safe_open(str(single), "pt") as weights:
+            return set(weights.keys())
+    if (index := folder / "model.safetensors.index.json").is_file():
+        return set(json.loads(index.read_text())["weight_map"])
+    return None
+
+
+@contextmanager
+def checkpoint_folder(entry: ModelEntry) -> Iterator[Path]:
+    """A folder that holds the checkpoint as a whole model: a hub revision's snapshot, or for a local
+    checkpoint a temporary folder of links to the model folder's config and tokenizer files and to
+    the checkpoint's weights. Its tensor names must be exactly the final weights' (a strict load:
+    transformers would fill a missing tensor with random init, silently)."""
+    if entry.source == "hub":
+        yield Path(entry.loupe["snapshot"])
+        return
+    folder, weights = Path(entry.location), entry.checkpoint_weights
+    expected = _tensor_names(folder)
+    if expected is None:
+        raise Unsupported(f"{entry.base_id} keeps its weights in no safetensors file, so its checkpoints' tensors cannot be checked against them.")
+    found = _tensor_names(weights.parent)
+    if found != expected:
+        missing, extra = sorted(expected - found), sorted(found - expected)
+        raise ModelUnavailable(
+            f"Checkpoint {entry.step} of {entry.base_id} does not hold the model's tensors: "
+            f"missing {missing[:3]}{' …' if len(missing) > 3 else ''}, unexpected {extra[:3]}{' …' if len(extra) > 3 else ''}."
+        )
+    with tempfile.TemporaryDirectory(prefix="loupe-checkpoint-") as tmp:
+        for path in folder.iterdir():
+            if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
+                (Path(tmp) / path.name).symlink_to(path.resolve())
+        (Path(tmp) / weights.name).symlink_to(weights.resolve())
+        yield Path(tmp)
+
+
 def boot(entry: ModelEntry, settings: Settings) -> Any:
-    """Boot a TransformerBridge for an allow-listed entry. Remote code only when the setting allows it."""
+    """Boot a TransformerBridge for an allow-listed entry. Remote code only when the setting allows it.
+    A checkpoint boots as the whole model its checkpoint_folder makes, cast to the model's dtype as
+    final weights are: exactly what loading that checkpoint as a model of its own gives."""
     from transformer_lens.model_bridge import TransformerBridge
+
+    if entry.step is not None:
+        with checkpoint_folder(entry) as folder:
+            return boot(replace(entry, location=str(folder), step=None), settings)
 
     loader = entry.loupe.get("loader", "transformers")
     if (architecture := native(entry.model_type)) is not None:
@@ -544,7 +699,15 @@ class ModelStore:
         return tuple((str(root), root.stat().st_mtime_ns if root.is_dir() else None) for root in roots)
 
     def entry(self, model_id: str) -> ModelEntry:
-        entry = self.entries().get(model_id)
+        """The entry of a model id; `<id>@<step>` is model `<id>` at its checkpoint `step`."""
+        entries = self.entries()
+        entry = entries.get(model_id)
+        if entry is None and "@" in model_id:
+            base, _, step = model_id.rpartition("@")
+            if (final := entries.get(base)) is not None:
+                if not (step.isdigit() and str(int(step)) == step):
+                    raise UnknownModel(f"{base} has no checkpoint {step!r}: a checkpoint is a training step, an integer.", code="unknown_checkpoint")
+                return final.at(int(step))
         if entry is None:
             raise UnknownModel(f"Unknown model {model_id!r}. GET /api/models lists the available ones.")
         return entry
@@ -562,8 +725,10 @@ class ModelStore:
             )
         return entry
 
-    def get(self, model_id: str) -> LoadedModel:
-        """The loaded model for an id, booting it (once, even under concurrency) if needed."""
+    def get(self, model_id: str, keep: bool = True) -> LoadedModel:
+        """The loaded model for an id, booting it (once, even under concurrency) if needed. With
+        keep=False a model not loaded yet is booted for the caller alone and not kept (an analysis
+        going through many checkpoints must not push every other model out of memory)."""
         entry = self.entry(model_id)
         with self._store_lock:
             if model_id in self._loaded:
@@ -584,6 +749,8 @@ class ModelStore:
                 cause = " ".join(str(exc).split())[:300]
                 raise ModelUnavailable(f"Model {model_id!r} could not be loaded: {type(exc).__name__}: {cause}") from exc
             model = LoadedModel(entry=entry, bridge=bridge, revision=revision_of(entry))
+            if not keep:
+                return model
             with self._store_lock:
                 self._loaded[model_id] = model
                 while len(self._loaded) > self.settings.max_loaded_models:

@@ -42,3 +42,17 @@ def checkpoint() -> None:
     """Raise JobTimeout if the job running in this context is past its time limit (no-op outside a job)."""
     if (progress := current.get()) is not None:
         progress.check()
+
+
+@dataclass
+class Nested:
+    """The progress of an analysis another one requires: it checks the job's time limit and moves
+    no bar (the requiring analysis reports its own stages)."""
+
+    outer: "Progress | Nested"
+
+    def check(self) -> None:
+        self.outer.check()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        self.outer.check()

@@ -9,7 +9,9 @@ stores it. Routes call this; nothing below it knows about HTTP.
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -26,7 +28,7 @@ from .hashing import check_encodable
 from .jobs import JobRunner
 from .loops import LoopSpec, seed_of, seeded
 from .model_store import LoadedModel, ModelStore
-from .progress import Progress
+from .progress import Nested, Progress
 
 log = logging.getLogger(__name__)
 
@@ -210,20 +212,35 @@ class RunService:
         if "attention" in spec.needs:
             require_attention(model)  # the loaded structure has the last word (hybrid stacks)
         require = partial(self._require, model, progress)
+        inputs = Inputs(
+            text=text, max_tokens=self.settings.max_tokens, progress=progress, require=require, model_at=partial(self._model_at, model)
+        )
         with seeded(model, seed_of(params)):
-            return spec.fn(model, params, Inputs(text=text, max_tokens=self.settings.max_tokens, progress=progress, require=require))
+            return spec.fn(model, params, inputs)
 
-    def _require(self, model: LoadedModel, progress: Progress, name: str, params: BaseModel) -> dict:
-        """Another analysis' result on `model` (its lock held by the caller): cached, or computed
-        here and stored as its own analysis."""
-        spec = spec_of(name)
+    def _require(self, model: LoadedModel, progress: Progress, name: str, params: BaseModel, on: LoadedModel | None = None) -> dict:
+        """Another analysis' result on `model`, or on `on` (a model from _model_at), its lock held by
+        the caller: cached, or computed here and stored as its own analysis. Its own progress
+        reports only check the time limit: the bar is the requiring analysis'."""
+        spec, model = spec_of(name), on or model
         key = spec.key(model.id, model.revision, None, params)
         row = self.cache.read(key)
         if row is not None and row.status == "done":
             return row.result
         self.cache.begin(key, spec.name, spec.version, model.id, {"text": None, "params": params.model_dump(mode="json")})
-        output = self._compute(spec, model, None, params, progress)
+        output = self._compute(spec, model, None, params, Nested(progress))
         return self._store(key, output)
+
+    @contextmanager
+    def _model_at(self, model: LoadedModel, model_id: str) -> Iterator[LoadedModel]:
+        """Another model (a checkpoint of `model`, whose lock the caller holds), its lock held
+        inside; booted for this use alone unless it is loaded already (store.get keep=False)."""
+        if model_id == model.id:
+            yield model
+            return
+        other = self.store.get(model_id, keep=False)
+        with other.lock:
+            yield other
 
     def _store(self, key: str, output: AnalysisOutput) -> dict:
         result = output.result.model_dump(mode="json")

@@ -39,11 +39,42 @@ function fillModels(models) {
     ...models.map((model) => new Option(model.id, model.id, model.default, model.default)),
   );
   select.models = models;
+  fillCheckpoints();
   describeModel();
 }
 
+/** The selected model's checkpoints (training steps), with `step` chosen ("": its final weights). */
+function fillCheckpoints(step = "") {
+  const steps = (($("model-select").models || []).find((m) => m.id === $("model-select").value)?.checkpoints ?? []).map(String);
+  $("checkpoint-field").hidden = !steps.length;
+  $("checkpoint-select").replaceChildren(new Option("final weights", ""), ...steps.map((s) => new Option(`step ${s}`, s)));
+  $("checkpoint-select").value = steps.includes(step) ? step : "";
+}
+
+/** The model id the page runs on: the selected model, `<id>@<step>` at a chosen checkpoint. */
+function modelId() {
+  const step = $("checkpoint-select").value;
+  return step ? `${$("model-select").value}@${step}` : $("model-select").value;
+}
+
+/** Select a model id; `<id>@<step>` of a listed model selects the model and that checkpoint. */
+function selectModel(id) {
+  const select = $("model-select");
+  const listed = (select.models || []).map((m) => m.id);
+  const at = id.lastIndexOf("@");
+  const [base, step] = !listed.includes(id) && at > 0 && listed.includes(id.slice(0, at)) ? [id.slice(0, at), id.slice(at + 1)] : [id, ""];
+  if (![...select.options].some((o) => o.value === base)) select.append(new Option(base, base));
+  select.value = base;
+  fillCheckpoints(step);
+}
+
+/** The selected model as /api/models lists it; at a checkpoint, that checkpoint (its own id, and no
+ * analysis over checkpoints: that runs on the final weights). */
 function selectedModel() {
-  return ($("model-select").models || []).find((m) => m.id === $("model-select").value);
+  const model = ($("model-select").models || []).find((m) => m.id === $("model-select").value);
+  const step = $("checkpoint-select").value;
+  if (!model || !step) return model;
+  return { ...model, id: modelId(), step: Number(step), checkpoints: null, capabilities: model.capabilities.filter((c) => c !== "checkpoints") };
 }
 
 function describeModel() {
@@ -51,8 +82,9 @@ function describeModel() {
   const loops = model && model.n_iterations > 1 ? ` · ${model.n_iterations} loop iterations` : "";
   const hybrid = model?.attention_layers && model.attention_layers.length < model.n_layers
     ? ` · attention in layers ${model.attention_layers.join(", ")} only` : "";
+  const step = model?.step != null ? ` · checkpoint at training step ${model.step}` : "";
   $("model-info").textContent = model
-    ? `${model.n_layers} layers × ${model.n_heads} heads · context ${model.n_ctx}${loops}${hybrid}. ${model.description}`
+    ? `${model.n_layers} layers × ${model.n_heads} heads · context ${model.n_ctx}${loops}${hybrid}${step}. ${model.description}`
     : "No model available: add one to LOUPE_MODEL_DIRS.";
   $("model-warning").hidden = !model?.warnings?.length;
   $("model-warning").textContent = (model?.warnings ?? []).join(" ");
@@ -135,16 +167,14 @@ function loopParams() {
 function request(plot, form) {
   const type = types?.get(plot.name);
   const params = { ...plot.params(form), ...(type?.takes_loop ? loopParams() : {}) };
-  const body = { analysis: plot.name, model: $("model-select").value, params };
+  const body = { analysis: plot.name, model: modelId(), params };
   if (type?.takes_text ?? true) body.text = $("prompt").value; // the server drops text where none is taken
   return body;
 }
 
 /** Fill the inputs back from a loaded analysis: model, prompt, loop, and its card's own fields. */
 function restoreInputs(analysis) {
-  const select = $("model-select");
-  if (![...select.options].some((o) => o.value === analysis.model)) select.append(new Option(analysis.model, analysis.model));
-  select.value = analysis.model;
+  selectModel(analysis.model);
   describeModel();
   if (analysis.text !== null && analysis.text !== undefined) $("prompt").value = analysis.text;
   promptCard.scheduleCount(0);
@@ -520,14 +550,19 @@ function bind() {
   $("compare-on").addEventListener("change", (event) =>
     update({ compare: event.target.checked ? Number($("compare-iteration").value) : null }));
   $("compare-iteration").addEventListener("input", (event) => update({ compare: Number(event.target.value) }));
-  $("model-select").addEventListener("change", () => {
+  const changeModel = () => {
     describeModel();
     // another model's results must not stay on screen under this one: back to the empty view
-    if (current && current.model !== $("model-select").value) {
-      history.pushState(null, "", `${location.pathname}?model=${encodeURIComponent($("model-select").value)}`);
+    if (current && current.model !== modelId()) {
+      history.pushState(null, "", `${location.pathname}?model=${encodeURIComponent(modelId())}`);
       applyUrl();
     }
+  };
+  $("model-select").addEventListener("change", () => {
+    fillCheckpoints();
+    changeModel();
   });
+  $("checkpoint-select").addEventListener("change", changeModel);
   $("iteration").addEventListener("input", (event) => update({ iteration: Number(event.target.value) }));
   $("close-head").addEventListener("click", () => update({ layer: null, head: null }, { push: true }));
   document.addEventListener("keydown", (event) => {
@@ -578,8 +613,9 @@ async function boot() {
   else showError(analysisTypes.reason);
   if (models.status === "fulfilled") fillModels(models.value);
   else showError(models.reason);
-  if (linked.model && [...$("model-select").options].some((option) => option.value === linked.model)) {
-    $("model-select").value = linked.model; // ?model=… preselects it (a linked analysis' own model wins)
+  const listed = ($("model-select").models || []).map((m) => m.id);
+  if (linked.model && (listed.includes(linked.model) || listed.includes(linked.model.slice(0, linked.model.lastIndexOf("@"))))) {
+    selectModel(linked.model); // ?model=… (`<id>@<step>`: at that checkpoint) preselects it (a linked analysis' own model wins)
     describeModel();
   }
   showCards();

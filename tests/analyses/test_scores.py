@@ -64,3 +64,8 @@ def test_repeated_random_tokens_layout():
     assert torch.equal(tokens[:, 1 : S + 1], tokens[:, S + 1 :])
     assert ((tokens[:, 1:] >= 10) & (tokens[:, 1:] < 20)).all()
     assert torch.equal(tokens, repeated_random_tokens(torch.arange(10, 20), 3, S, 0, seed=1))
+
+
+def test_bos_sink_is_the_mean_attention_to_position_zero():
+    scores = score_heads(_pattern_attending(lambda q: 0 if q % 2 else q - 1), S)  # odd queries sink into BOS
+    assert scores["bos"].item() == pytest.approx(S / (2 * S))  # queries 1..2S: S of them odd

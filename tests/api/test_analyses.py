@@ -79,7 +79,7 @@ def test_stored_slice_decodes_as_documented(client):
 def test_head_scores_keep_their_test_sequence(client):
     body = client.post("/api/analyses", json={"analysis": "head_scores", "model": TINY, "params": {"seq_len": 6, "batch": 2}}).json()
     result = body["result"]
-    assert set(result["scores"]) == {"induction", "previous_token", "duplicate_token"}
+    assert set(result["scores"]) == {"induction", "previous_token", "duplicate_token", "bos"}
     assert len(result["token_ids"]) == 13 and result["token_ids"][1:7] == result["token_ids"][7:]
     assert set(result["formulas"]) == set(result["scores"])
     head = client.get(f"/api/analyses/{body['id']}/attention", params={"layer": 0, "head": 0}).json()

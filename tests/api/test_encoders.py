@@ -95,6 +95,6 @@ def test_head_scores_on_an_encoder_mark_induction(encoder_client):
     body = encoder_client.post("/api/analyses", json=request).json()
     assert body["status"] == "done", body
     assert "not the causal induction mechanism" in body["result"]["formulas"]["induction"]
-    assert set(body["result"]["scores"]) == {"induction", "previous_token", "duplicate_token"}
+    assert set(body["result"]["scores"]) == {"induction", "previous_token", "duplicate_token", "bos"}
     stored = encoder_client.get(f"/api/analyses/{body['id']}/attention", params={"layer": 0, "head": 0, "format": "stored"})
     assert stored.headers["x-codec"] == "full-u16-zlib"

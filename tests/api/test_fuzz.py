@@ -90,6 +90,10 @@ PARAMS = {
         {"corpus": st.just("texts"), "texts": st.lists(TEXT, min_size=1, max_size=3), "max_tokens": st.integers(100, 128)},
         optional={"top_k": st.integers(1, 4), "loop": LOOP},
     ),
+    "emergence": st.fixed_dictionaries(  # applies only to a model with checkpoints (none here: refused)
+        {"seq_len": st.integers(4, 8), "batch": st.integers(1, 2), "n_texts": st.integers(1, 2), "icl_late": st.integers(20, 40)},
+        optional={"seed": SEEDS},
+    ),
     "hallucination": st.fixed_dictionaries(
         {"max_new_tokens": st.integers(1, 4)},
         optional={"sample": st.booleans(), "temperature": st.floats(0.1, 2), "seed": SEEDS, "top_k": st.integers(1, 8),

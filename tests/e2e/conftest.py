@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from ..server import running_server
-from ..tiny_models import build_tiny_gpt2
+from ..tiny_models import build_tiny_checkpointed, build_tiny_gpt2
 
 CHROMIUM = "/usr/bin/chromium"
 SHIPPED = Path(__file__).resolve().parents[2] / "models"
@@ -21,8 +21,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture(scope="session")
 def long_model_dir(tmp_path_factory):
     """A LOUPE_MODEL_DIRS folder holding `gpt2long`, the tiny GPT-2 with a 512-token context, and
-    `gpt2k`, with a 1,024-token one (the server's default max_tokens)."""
+    `gpt2k`, with a 1,024-token one (the server's default max_tokens), and `gpt2ckpt`, a tiny GPT-2
+    with three training checkpoints (steps 0, 100, 1000) and a trajectory.json."""
     root = tmp_path_factory.mktemp("long_dirs")
+    build_tiny_checkpointed(root / "gpt2ckpt")
     build_tiny_gpt2(root / "gpt2long", n_ctx=512)
     build_tiny_gpt2(root / "gpt2k", n_ctx=1024)
     return root

@@ -1,4 +1,4 @@
-"""`head_scores`: induction, previous-token and duplicate-token score of every head, on repeated random tokens."""
+"""`head_scores`: induction, previous-token, duplicate-token and BOS-sink score of every head, on repeated random tokens."""
 
 import torch
 from pydantic import BaseModel, Field
@@ -65,13 +65,13 @@ def _bos_id(model: LoadedModel) -> int:
     return 0
 
 
-@register("head_scores", version=2, params=HeadScoreParams, needs=("attention",), stores_patterns=True)
+@register("head_scores", version=3, params=HeadScoreParams, needs=("attention",), stores_patterns=True)
 def head_scores(model: LoadedModel, params: HeadScoreParams, inputs: Inputs) -> AnalysisOutput:
     """Scores every head on `batch` random sequences of length S repeated twice after BOS
     (positions 1..S, then S+1..2S). Induction: mean attention from i in the second copy to
     i-S+1, the token after the earlier occurrence. Previous-token: mean attention from i to i-1
     (i >= 2). Duplicate-token: mean attention from i in the second copy to i-S, the earlier
-    occurrence itself. One forward pass; the first sequence's patterns are kept for the heatmap."""
+    occurrence itself. BOS sink: mean attention from i >= 1 to position 0. One forward pass; the first sequence's patterns are kept for the heatmap."""
     if 1 + 2 * params.seq_len > model.n_ctx:
         raise TooLong(f"1 + 2 * seq_len = {1 + 2 * params.seq_len} exceeds {model.id}'s context of {model.n_ctx}.")
     tokens = repeated_random_tokens(_candidate_vocab(model), params.batch, params.seq_len, _bos_id(model), params.seed)

@@ -5,6 +5,7 @@ The registry id is the URL value, part of the cache key, and the name of the fro
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,11 @@ class Inputs:
     text: str | None = None
     max_tokens: int = 1024
     progress: Callable[[str, float], None] = field(default=lambda stage, fraction: None)
-    # another analysis' JSON result by (registry name, params), from the run service's cache
-    require: Callable[[str, BaseModel], dict] | None = None
+    # another analysis' JSON result by (registry name, params[, on]), from the run service's cache;
+    # `on`: another loaded model (a checkpoint from `model_at`) instead of the analysis' own
+    require: Callable[..., dict] | None = None
+    # another model id (a checkpoint of this one): loaded for the caller, its lock held while inside
+    model_at: Callable[[str], AbstractContextManager[Any]] | None = None
 
 
 @dataclass
@@ -42,13 +46,14 @@ class AnalysisOutput:
 # head: verified.READOUT_MODEL_TYPES), `loop` (a natively looped model), `generating_lm` (a language
 # model whose generations mean something), `causal_lm` (predicts the next token: every model but an
 # encoder), `unembedding` (reads its residual out as tokens: all but an encoder without its MLM head),
-# `exit_gate` (the model decides per token when to stop looping: Ouro).
+# `exit_gate` (the model decides per token when to stop looping: Ouro), `checkpoints` (final weights
+# with training checkpoints, `<id>@<step>`).
 INPUT_NEEDS = ("text", "labelled_data")
-MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm", "causal_lm", "unembedding", "exit_gate")
+MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm", "causal_lm", "unembedding", "exit_gate", "checkpoints")
 # The model needs the server enforces, refusing with a 422 before computing: without them the
 # analysis cannot be computed exactly. (`loop` and `generating_lm` only say where a view means
 # something; the page shows the card where they hold.)
-ENFORCED_NEEDS = ("attention", "tokenizer", "readout", "causal_lm", "unembedding", "exit_gate")
+ENFORCED_NEEDS = ("attention", "tokenizer", "readout", "causal_lm", "unembedding", "exit_gate", "checkpoints")
 
 
 @dataclass(frozen=True)

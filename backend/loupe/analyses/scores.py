@@ -7,7 +7,7 @@ token t_((p-1) mod S + 1), and the second copy spans positions S+1 .. 2S.
 
 import torch
 
-SCORE_NAMES = ("induction", "previous_token", "duplicate_token")
+SCORE_NAMES = ("induction", "previous_token", "duplicate_token", "bos")
 
 SCORE_FORMULAS = {
     "induction": "mean over batch and over query positions i in the second copy (S+1..2S) "
@@ -16,6 +16,8 @@ SCORE_FORMULAS = {
     "attention to the immediately preceding token (BOS excluded as a target)",
     "duplicate_token": "mean over batch and over query positions i in the second copy (S+1..2S) "
     "of pattern[i, i-S]: attention to the earlier occurrence of the current token",
+    "bos": "mean over batch and over query positions i = 1..2S of pattern[i, 0]: the share of attention "
+    "that sinks into the first token (BOS)",
 }
 
 
@@ -27,7 +29,7 @@ def _mean_diagonal(pattern: torch.Tensor, queries: torch.Tensor, offset: int) ->
 
 
 def score_heads(pattern: torch.Tensor, seq_len: int) -> dict[str, torch.Tensor]:
-    """Induction, previous-token and duplicate-token score of every head.
+    """Induction, previous-token, duplicate-token and BOS-sink score of every head.
 
     pattern: [..., batch, head, query_pos, key_pos] with query_pos = key_pos = 1 + 2 * seq_len.
     Returns one tensor [..., head] per name in SCORE_NAMES, each in [0, 1].
@@ -40,6 +42,7 @@ def score_heads(pattern: torch.Tensor, seq_len: int) -> dict[str, torch.Tensor]:
         "induction": _mean_diagonal(pattern, second_copy, seq_len - 1),
         "previous_token": _mean_diagonal(pattern, torch.arange(2, 2 * seq_len + 1), 1),
         "duplicate_token": _mean_diagonal(pattern, second_copy, seq_len),
+        "bos": pattern[..., 1:, 0].float().mean(dim=-1).mean(dim=-2),  # [..., batch, head] -> [..., head]
     }
 
 

@@ -20,6 +20,7 @@ export const SCORE_NAMES = {
   induction: "Induction",
   previous_token: "Previous token",
   duplicate_token: "Duplicate token",
+  bos: "BOS sink",
 };
 /** View state kept in the URL beside the common keys. */
 export const keys = { score: { values: Object.keys(SCORE_NAMES), default: "induction" } };

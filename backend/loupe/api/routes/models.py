@@ -25,6 +25,10 @@ class ModelInfo(BaseModel):
     default: bool = False
     prompt_hint: str | None = Field(None, description="An example of the input the model expects (its loupe.json).")
     has_card: bool = Field(False, description="Whether GET /api/models/{id}/card has its model card.")
+    checkpoints: list[int] | None = Field(
+        None, description="Training steps it can also be loaded at, as model id `<id>@<step>` (null: none)."
+    )
+    step: int | None = Field(None, description="The training step of a checkpoint (`<id>@<step>`); null: final weights.")
 
 
 class TokenizeRequest(BaseModel):
