@@ -251,7 +251,7 @@ def test_url_state_round_trips(new_page):
         "analysis": "a", "other": None, "view": None, "layer": None, "head": None, "iteration": 0, "compare": None,
         "token": None, "direction": "to", "pins": [], "score": "induction", "stat": "bos", "probe_layer": None, "model": None,
         "prompt": None, "metric_x": "previous_token", "metric_y": "induction", "examples_of": "induction",
-        "metric_layer": None, "metric_head": None, "metric_iteration": None,
+        "metric_layer": None, "metric_head": None, "metric_iteration": None, "emergence_score": "induction",
     }
     # the token view's keys: malformed values fall back, pins repeat or overflow only once
     parsed = page.evaluate(
