@@ -52,7 +52,7 @@ row_len = 128  # BOS + 127 tokens: head_scores' default test (BOS + 2 x 50) fits
 ROW_KINDS = ("english",) * 2 + ("repeat",) * 6  # one batch, in order
 period = (4, 64)  # S of repeat rows, inclusive, uniform
 # optimisation
-steps, warmup = 4000, 50
+steps, warmup = 6000, 50
 lr, min_lr, weight_decay, grad_clip = 3e-3, 3e-3, 0.1, 1.0  # constant after warmup
 # checkpoints and evaluation (Loupe's conventions: head_scores' default test)
 n_checkpoints, probe_every = 40, 25
