@@ -51,22 +51,32 @@ lr, min_lr, weight_decay, grad_clip = 1e-3, 1e-4, 0.1, 1.0
 eval_seq_len, eval_batch, eval_seed = 50, 10, 0
 
 
-def train_tokenizer(paragraphs: list[str]) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with <|endoftext|> at id 0, wrapped for transformers."""
-    tok = Tokenizer(models.BPE())
+def train_tokenizer(paragraphs: list[str], vocab: int = vocab_size, context: int = n_ctx) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with <|endoftext|> at id 0, wrapped for transformers. A vocabulary of 257 or
+    more holds all 256 bytes; a smaller one only the corpus' characters, anything else encoding as
+    <|endoftext|> (also UNK)."""
+    full = vocab > 256
+    tok = Tokenizer(models.BPE() if full else models.BPE(unk_token=BOS))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab,
         special_tokens=[BOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if full else [],
         show_progress=False,
     )
     tok.train_from_iterator(paragraphs, trainer)
-    assert tok.token_to_id(BOS) == 0 and tok.get_vocab_size() == vocab_size
+    assert tok.token_to_id(BOS) == 0 and tok.get_vocab_size() == vocab
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=BOS, unk_token=BOS, model_max_length=n_ctx
+        tokenizer_object=tok, bos_token=BOS, eos_token=BOS, unk_token=BOS, model_max_length=context
     )
+
+
+def split_corpus() -> tuple[list[str], list[str]]:
+    """The paragraphs of english.txt: (training, held out), every `held_out_every`th held out."""
+    paragraphs = [p for p in DATA.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    held_out = [i % held_out_every == held_out_every - 1 for i in range(len(paragraphs))]
+    return [p for p, h in zip(paragraphs, held_out) if not h], [p for p, h in zip(paragraphs, held_out) if h]
 
 
 def encode(tokenizer: PreTrainedTokenizerFast, paragraphs: list[str]) -> torch.Tensor:
@@ -230,9 +240,7 @@ def main() -> None:
     t0 = time.time()
 
     text = DATA.read_text(encoding="utf-8")
-    paragraphs = [p for p in text.split("\n\n") if p.strip()]
-    train_par = [p for i, p in enumerate(paragraphs) if i % held_out_every != held_out_every - 1]
-    val_par = [p for i, p in enumerate(paragraphs) if i % held_out_every == held_out_every - 1]
+    train_par, val_par = split_corpus()
     tokenizer = train_tokenizer(train_par)
     train_stream, val_stream = encode(tokenizer, train_par), encode(tokenizer, val_par)  # [n_train], [n_val]
     print(f"corpus {len(text):,} chars -> {len(train_stream):,} train / {len(val_stream):,} held-out tokens")
