@@ -85,6 +85,13 @@ class TooManyJobs(AppError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class WorkersBusy(TooManyJobs):
+    """No worker answered a quick request (a token count) in time: all are computing analyses."""
+
+    status = 503
+    code = "workers_busy"
+
+
 class AnalysisFailed(AppError):
     """An unexpected exception inside an analysis; the message names it (type and text)."""
 

@@ -33,6 +33,8 @@ class _Entry:
 
 
 class JobRunner:
+    remote = False  # jobs run in this process (redis_jobs.RedisJobRunner: on workers)
+
     def __init__(self, max_jobs: int, max_per_client: int, timeout_s: float | None = None):
         self.timeout_s = timeout_s
         self.max_per_client = max_per_client

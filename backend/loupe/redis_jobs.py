@@ -31,12 +31,14 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from . import progress as job_progress
-from .errors import AppError, Interrupted, TooManyJobs
+from .errors import AnalysisFailed, AppError, Interrupted, TooManyJobs, WorkersBusy
 from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 QUEUE = "loupe"
+QUICK = "loupe-quick"  # requests answered while a client waits (token counts): workers take these first
+QUICK_WAIT_S = 10.0  # the longest a quick request waits for a worker
 BEAT_S = 1.0  # how often a worker publishes its job's progress
 BEAT_TTL_S = 10  # a job whose progress is older than this has lost its worker
 WATCH_S = 0.25  # how often the web process looks at the jobs it waits on
@@ -62,7 +64,8 @@ def _fetch(redis: Redis, key: str) -> Job | None:
 
 
 class RedisJobRunner:
-    """The web side: JobRunner's interface (submit, progress, shutdown) over an RQ queue.
+    """The web side: JobRunner's interface (submit, progress, shutdown) over an RQ queue, and
+    `call` for quick requests a worker answers while the client waits.
 
     `lost(key, error_body)` stores the failure of a job whose worker died (RunService passes
     ResultCache.fail_active, which leaves a finished row alone)."""
@@ -71,6 +74,7 @@ class RedisJobRunner:
         self.redis = Redis.from_url(url)
         self.redis.ping()  # a wrong URL is refused at start-up, naming it
         self.queue = Queue(QUEUE, connection=self.redis)
+        self.quick = Queue(QUICK, connection=self.redis)
         self.max_per_client, self.timeout_s, self.lost = max_per_client, timeout_s, lost
         self._futures: dict[str, Future] = {}
         self._silent: dict[str, float] = {}  # started job -> when it was first seen with no heartbeat
@@ -78,6 +82,29 @@ class RedisJobRunner:
         self._closed = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="loupe-queue-watch", daemon=True)
         self._watcher.start()
+
+    remote = True
+
+    def call(self, fn: str, *args: object, wait_s: float = QUICK_WAIT_S) -> object:
+        """fn(*args)'s return value, computed by a worker (one free within `wait_s`, else WorkersBusy);
+        an AppError it returns as {"error": body} is raised here."""
+        job = self.quick.enqueue(fn, *args, result_ttl=60, failure_ttl=60, job_timeout=int(wait_s) + 60)
+        deadline = time.monotonic() + wait_s
+        try:
+            while time.monotonic() < deadline:
+                status = job.get_status()
+                if status == JobStatus.FINISHED:
+                    value = job.return_value()
+                    if isinstance(value, dict) and set(value) == {"error"}:
+                        raise AppError.from_body(value["error"])
+                    return value
+                if status in FINISHED:
+                    raise AnalysisFailed(f"The worker failed to answer ({status}); see its log.")
+                time.sleep(0.02)
+            job.cancel()
+            raise WorkersBusy(f"No worker was free within {wait_s:g} s: every worker is computing an analysis. Try again shortly.")
+        finally:
+            job.delete()
 
     @property
     def computed(self) -> int:
@@ -254,11 +281,20 @@ def execute(key: str, payload: dict, client: str) -> None:
         redis.srem(_client(client), key)
 
 
+def count_tokens(model_id: str, text: str, truncate: bool) -> dict:
+    """A quick job: RunService.tokens on this worker's models; an AppError as {"error": body}."""
+    try:
+        return _worker_service().tokens(model_id, text, truncate)
+    except AppError as exc:
+        return {"error": exc.body()}
+
+
 def work(url: str, name: str | None = None) -> None:
     """Run a worker until it is stopped: jobs one at a time, in this process (models stay loaded).
     Settings, database and model store are set up before the first job."""
     redis = Redis.from_url(url)
     redis.ping()
     _worker_service()
-    worker = SimpleWorker([Queue(QUEUE, connection=redis)], connection=redis, name=name)
+    queues = [Queue(QUICK, connection=redis), Queue(QUEUE, connection=redis)]  # quick requests first
+    worker = SimpleWorker(queues, connection=redis, name=name)
     worker.work(with_scheduler=False)

@@ -103,6 +103,31 @@ class RunService:
         check_encodable({"text": text, "params": valid.model_dump(mode="json")})
         return Run(spec.key(model, self.store.revision(model), text, valid), spec, model, text, valid)
 
+    def count_tokens(self, model_id: str, text: str, truncate: bool) -> dict:
+        """{"n_tokens", "limit", "truncated"}: the text's tokens on the model and its limit (with
+        `truncate`, the text cut to its first `limit` tokens). Counted where the models live: in this
+        process, or on a worker when analyses go to a queue, so a web process loads no model."""
+        self.store.require_loadable(model_id)
+        if (refusal := self.store.refusal(model_id, "tokenizer")) is not None:
+            raise refusal
+        if len(text) > self.settings.max_tokens * MAX_CHARS_PER_TOKEN:
+            raise TooLong(f"The text has {len(text)} characters; the limit is {self.settings.max_tokens} tokens.")
+        if self.jobs.remote:
+            return self.jobs.call("loupe.redis_jobs.count_tokens", model_id, text, truncate)
+        return self.tokens(model_id, text, truncate)
+
+    def tokens(self, model_id: str, text: str, truncate: bool) -> dict:
+        """count_tokens' answer, computed in this process (loads the model)."""
+        model = self.store.get(model_id)
+        limit = model.token_limit(self.settings.max_tokens)
+        with model.lock:  # a fast tokenizer is not to be used by two threads at once ("Already borrowed")
+            n_tokens = model.token_ids(text).shape[-1]
+            truncated = None
+            if truncate and n_tokens > limit:
+                cut, ids = model.first_tokens(text, limit)
+                truncated = {"text": cut, "n_tokens": len(ids)}
+        return {"n_tokens": n_tokens, "limit": limit, "truncated": truncated}
+
     def _check_loop(self, model: str, params: BaseModel) -> BaseModel:
         """The loop count within LOUPE_MAX_ITERATIONS; a seed only for a model that draws random
         numbers, and there always one (0 unless given), so the key names the draw it shows."""

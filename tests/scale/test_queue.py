@@ -143,6 +143,12 @@ def test_mixed_requests_equal_the_in_process_runner(cluster, client_over, model_
     in_process = local.get(f"/api/analyses/{key}/attention", params={"layer": 1, "head": 0, "format": "stored"})
     assert over_queue.status_code == 200 and over_queue.content == in_process.content
     assert int(cluster.redis.get(COMPUTED)) == before + len(bodies)
+    # the page's live token count and Truncate are answered by a worker, equal to the in-process ones
+    for text, truncate in ((TEXT, False), (TEXT * 40, True)):
+        counted = httpx.post(f"{cluster.web}/api/models/{TINY}/tokenize", json={"text": text, "truncate": truncate}, timeout=30)
+        assert counted.status_code == 200 and counted.json() == local.post(f"/api/models/{TINY}/tokenize", json={"text": text, "truncate": truncate}).json()
+    models = {m["id"]: m for m in httpx.get(f"{cluster.web}/api/models", timeout=30).json()}
+    assert models[TINY]["attention_layers"] is None  # still: the web process loaded no model
 
 
 def test_queue_positions_and_the_per_client_cap_hold(queue_only):
@@ -160,6 +166,9 @@ def test_queue_positions_and_the_per_client_cap_hold(queue_only):
     other = cluster.post({"analysis": "attention", "model": TINY, "text": f"{TEXT} 3"}, **{"X-Client": "other"})
     assert other.status_code == 200  # the cap is per client
     keys.append(other.json()["id"])
+    # with no worker free, a token count is refused in the one shape, not left hanging
+    busy = httpx.post(f"{cluster.web}/api/models/{TINY}/tokenize", json={"text": TEXT}, timeout=60)
+    assert busy.status_code == 503 and busy.json()["code"] == "workers_busy" and busy.headers["Retry-After"]
     cluster.restart_web()  # what a web process left in the queue stays there, not `interrupted`
     assert [cluster.get(key)["status"] for key in keys] == ["queued"] * 4
     cluster.start_workers(1)

@@ -3,9 +3,8 @@
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from ...errors import NotFound, TooLong
-from ...runs import MAX_CHARS_PER_TOKEN
-from ..deps import SettingsDep, StoreDep, TokenDep
+from ...errors import NotFound
+from ..deps import RunsDep, SettingsDep, StoreDep, TokenDep
 
 router = APIRouter(tags=["models"])
 MAX_CARD_BYTES = 256 * 1024
@@ -78,20 +77,8 @@ def model_card(model_id: str, store: StoreDep) -> Response:
 
 
 @router.post("/models/{model_id:path}/tokenize", response_model=TokenCount, dependencies=[TokenDep])
-def tokenize(model_id: str, body: TokenizeRequest, store: StoreDep, settings: SettingsDep) -> dict:
+def tokenize(model_id: str, body: TokenizeRequest, runs: RunsDep) -> dict:
     """How many tokens the text is on this model, and its limit; with `truncate`, the text cut to
-    its first `limit` tokens, so an analysis of it runs on exactly those. Loads the model."""
-    store.require_loadable(model_id)
-    if (refusal := store.refusal(model_id, "tokenizer")) is not None:
-        raise refusal
-    if len(body.text) > settings.max_tokens * MAX_CHARS_PER_TOKEN:
-        raise TooLong(f"The text has {len(body.text)} characters; the limit is {settings.max_tokens} tokens.")
-    model = store.get(model_id)
-    limit = model.token_limit(settings.max_tokens)
-    with model.lock:  # a fast tokenizer is not to be used by two threads at once ("Already borrowed")
-        n_tokens = model.token_ids(body.text).shape[-1]
-        truncated = None
-        if body.truncate and n_tokens > limit:
-            text, ids = model.first_tokens(body.text, limit)
-            truncated = {"text": text, "n_tokens": len(ids)}
-    return {"n_tokens": n_tokens, "limit": limit, "truncated": truncated}
+    its first `limit` tokens, so an analysis of it runs on exactly those. Loads the model (on a
+    worker, when analyses go to a queue)."""
+    return runs.count_tokens(model_id, body.text, body.truncate)
