@@ -50,7 +50,7 @@ def _settled(web: str, key: str) -> dict:
     return view
 
 
-def throughput(workers: int, texts: list[str], model_root: Path, tmp: Path) -> float:
+def throughput(workers: int, texts: list[str], model_root: Path, tmp: Path, threads: int | None = None) -> float:
     """Jobs per minute with `workers` worker processes."""
     import redis
 
@@ -69,7 +69,7 @@ def throughput(workers: int, texts: list[str], model_root: Path, tmp: Path) -> f
             **os.environ, "PYTHONPATH": str(ROOT / "backend"), "LOUPE_QUEUE_URL": url, "LOUPE_PORT": str(web_port),
             "LOUPE_DATA_DIR": str(tmp / f"data-{workers}"), "LOUPE_MODEL_DIRS": str(model_root), "LOUPE_ZOO_DIR": str(tmp / "zoo"),
             "LOUPE_HUB_MODELS": "", "LOUPE_API_TOKEN": "", "LOUPE_MAX_JOBS_PER_CLIENT": str(len(texts) + 1), "LOUPE_CLIENT_HEADER": "X-Client",
-            "LOUPE_TORCH_THREADS": str(max(1, (os.cpu_count() or 1) // workers)),  # the host's cores shared, not oversubscribed
+            "LOUPE_TORCH_THREADS": str(threads or max(1, (os.cpu_count() or 1) // workers)),  # the host's cores shared, not oversubscribed
         }  # fmt: skip
         web = f"http://127.0.0.1:{web_port}"
         procs.append(subprocess.Popen([sys.executable, "-m", "loupe"], cwd=ROOT, env=env, stdout=open(logs / "web.log", "wb"), stderr=subprocess.STDOUT))
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=24)
     parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -123,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         path = build_model_dir(tmp / "dirs")
         tokenizer = AutoTokenizer.from_pretrained(path)
         texts = [prompt(tokenizer, args.tokens, seed=seed).text for seed in range(args.jobs)]
-        figures = {n: throughput(n, texts, tmp / "dirs", tmp) for n in (1, 2)}
-    print(json.dumps({"name": "queue jobs per minute", "jobs": args.jobs, "tokens": args.tokens, "cores": os.cpu_count(),
+        figures = {n: throughput(n, texts, tmp / "dirs", tmp, args.threads) for n in (1, 2)}
+    print(json.dumps({"name": "queue jobs per minute", "jobs": args.jobs, "tokens": args.tokens, "cores": os.cpu_count(), "threads": args.threads or "cores / workers",
                       "one_worker": round(figures[1], 1), "two_workers": round(figures[2], 1),
                       "ratio": round(figures[2] / figures[1], 2)}))  # fmt: skip
     return 0
