@@ -41,6 +41,7 @@ QUICK = "loupe-quick"  # requests answered while a client waits (token counts): 
 QUICK_WAIT_S = 10.0  # the longest a quick request waits for a worker
 BEAT_S = 1.0  # how often a worker publishes its job's progress
 BEAT_TTL_S = 10  # a job whose progress is older than this has lost its worker
+START_GRACE_S = 2.0  # a started job with no heartbeat key yet: its worker may be about to write the first
 WATCH_S = 0.25  # how often the web process looks at the jobs it waits on
 COMPUTED = "loupe:computed"  # how many jobs workers actually ran (single flight is measurable)
 FINISHED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
@@ -192,9 +193,9 @@ class RedisJobRunner:
                 log.exception("watching the queue failed")
 
     def _reap_lost(self) -> None:
-        """Jobs a worker started whose heartbeat has been silent for BEAT_TTL_S: that worker is gone.
-        (A job is in the started registry a moment before its first beat: silence is timed from
-        when this process first saw it.)"""
+        """Jobs a worker started whose heartbeat key has expired (BEAT_TTL_S of silence): that worker
+        is gone. A job is in the started registry a moment before its first beat, so a missing key
+        counts once this process has seen it missing for START_GRACE_S."""
         registry = StartedJobRegistry(queue=self.queue)
         started = set(registry.get_job_ids())
         for key in list(self._silent):
@@ -205,7 +206,7 @@ class RedisJobRunner:
                 self._silent.pop(key, None)
                 continue
             since = self._silent.setdefault(key, time.monotonic())
-            if time.monotonic() - since > BEAT_TTL_S and (job := _fetch(self.redis, key)) is not None:
+            if time.monotonic() - since > START_GRACE_S and (job := _fetch(self.redis, key)) is not None:
                 registry.remove_executions(job)
                 self._lose(key, job, LOST)
 
