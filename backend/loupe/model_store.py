@@ -128,6 +128,12 @@ class ModelEntry:
                 "the logit lens and probes show what each iteration would answer.",
                 code="no_exit_gate",
             )
+        if need == "training_data" and not self.training_data:
+            return Unsupported(
+                f"{self.id} declares no training data Loupe can regenerate (a zoo model whose loupe.json names its "
+                "training script under `training_data`), so its training examples cannot be ranked.",
+                code="no_training_data",
+            )
         if need == "checkpoints" and not self.checkpoints:
             if self.step is not None:
                 return Unsupported(
@@ -162,7 +168,8 @@ class ModelEntry:
         prediction); `unembedding` unless it is an encoder without its MLM head; `seeded` where its
         forward draws random numbers, seeded by `loop.seed`; `exit_gate` where the model itself decides
         when to stop looping (Ouro); `checkpoints` where it has training checkpoints (its final
-        weights' entry, not a checkpoint's)."""
+        weights' entry, not a checkpoint's); `training_data` where a zoo model's training script
+        regenerates its data."""
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
@@ -174,7 +181,15 @@ class ModelEntry:
             + (["seeded"] if self.draws_random else [])
             + (["exit_gate"] if self.exit_gate else [])
             + (["checkpoints"] if self.checkpoints else [])
+            + (["training_data"] if self.training_data else [])
         )
+
+    @property
+    def training_data(self) -> dict | None:
+        """loupe.json's `training_data` ({"script", "seed", ...}) of a zoo model's final weights: its
+        training script regenerates every step's batch; None elsewhere (only the zoo's own scripts are run)."""
+        declared = self.loupe.get("training_data")
+        return declared if self.source == "zoo" and self.step is None and isinstance(declared, dict) else None
 
     @property
     def base_id(self) -> str:
