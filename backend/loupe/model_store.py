@@ -11,6 +11,7 @@ permalink gets the checkpoint axis.
 import hashlib
 import json
 import logging
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -189,7 +190,20 @@ class ModelEntry:
         """loupe.json's `training_data` ({"script", "seed", ...}) of a zoo model's final weights: its
         training script regenerates every step's batch; None elsewhere (only the zoo's own scripts are run)."""
         declared = self.loupe.get("training_data")
-        return declared if self.source == "zoo" and self.step is None and isinstance(declared, dict) else None
+        if self.source != "zoo" or self.step is not None or not isinstance(declared, dict):
+            return None
+        return declared if self.training_script is not None else None
+
+    @property
+    def training_script(self) -> Path | None:
+        """The file of loupe.json's `training_data.script`: a `train_*` module of the zoo package (beside
+        the model's real folder, with an `__init__.py`), or None when it names none there."""
+        name = (self.loupe.get("training_data") or {}).get("script") if isinstance(self.loupe.get("training_data"), dict) else None
+        if self.source != "zoo" or not isinstance(name, str) or not re.fullmatch(r"train_[a-z0-9_]+", name):
+            return None
+        package = Path(self.location).resolve().parent
+        path = package / f"{name}.py"
+        return path if path.is_file() and (package / "__init__.py").is_file() and package.name.isidentifier() else None
 
     @property
     def base_id(self) -> str:

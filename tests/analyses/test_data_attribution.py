@@ -137,14 +137,23 @@ def test_sampled_steps_are_distinct_and_seeded():
 
 
 def test_training_data_is_a_zoo_capability_only(tmp_path, model_dir):
-    """Declared in loupe.json, `training_data` is offered for the zoo's final weights only (a local
-    folder's script is never imported)."""
-    declared = {"training_data": {"script": "train_induction_scratch", "seed": 0}}
-    (tmp_path / "m").mkdir()
+    """Declared in loupe.json, `training_data` is offered for the zoo's final weights only, and only where
+    the script it names is a `train_*` module of the zoo package (a local folder's script is never imported)."""
+    zoo = tmp_path / "zoo"
+    (zoo / "m").mkdir(parents=True)
     for f in (model_dir / "gpt2tiny").iterdir():
         if f.is_file():
-            (tmp_path / "m" / f.name).write_bytes(f.read_bytes())
-    (tmp_path / "m" / "loupe.json").write_text(json.dumps(declared))
-    assert "training_data" in _entry_from_dir("m", "zoo", tmp_path / "m").capabilities
-    local = _entry_from_dir("local/m", "local", tmp_path / "m")
+            (zoo / "m" / f.name).write_bytes(f.read_bytes())
+
+    def entry(script: str, source: str = "zoo"):
+        (zoo / "m" / "loupe.json").write_text(json.dumps({"training_data": {"script": script, "seed": 0}}))
+        return _entry_from_dir("m" if source == "zoo" else "local/m", source, zoo / "m")
+
+    assert "training_data" not in entry("train_x").capabilities  # no such file yet
+    (zoo / "train_x.py").write_text("")
+    assert "training_data" not in entry("train_x").capabilities  # the folder is no package
+    (zoo / "__init__.py").write_text("")
+    assert "training_data" in entry("train_x").capabilities
+    assert "training_data" not in entry("../zoo/train_x").capabilities and "training_data" not in entry("os").capabilities
+    local = entry("train_x", "local")
     assert "training_data" not in local.capabilities and local.refusal("training_data").code == "no_training_data"

@@ -9,7 +9,6 @@ zoo model whose loupe.json names its training script (`training_data`), which re
 """
 
 import importlib
-import re
 import sys
 from pathlib import Path
 
@@ -87,21 +86,18 @@ class DataAttribution(BaseModel):
 
 
 def training_script(model: LoadedModel):
-    """The training script module that the model's loupe.json declares, imported from the zoo: only a
-    zoo model's final weights, only a module name `train_*` of a file beside the model's folder, and
-    only one offering batch(), row_kinds(), training_stream() and lr_at()."""
-    declared = model.entry.training_data
-    if declared is None:
+    """The training script module that the model's loupe.json declares, imported from the zoo package:
+    only a zoo model's final weights, only a `train_*` module of the package its folder is in
+    (ModelEntry.training_script), and only one offering batch(), row_kinds(), training_stream(), lr_at()."""
+    path = model.entry.training_script
+    if model.entry.training_data is None or path is None:
         raise Unsupported(model.entry.refusal("training_data").message, code="no_training_data")
-    name, zoo = declared.get("script"), Path(model.entry.location).parent
-    if not isinstance(name, str) or not re.fullmatch(r"train_[a-z0-9_]+", name) or not (zoo / f"{name}.py").is_file():
-        raise Unsupported(f"{model.id}'s loupe.json names no training script of the zoo (`train_*.py` beside its folder).", code="no_training_data")
-    if str(zoo.parent) not in sys.path:  # the zoo is the `models` package of the repository root
-        sys.path.append(str(zoo.parent))
-    module = importlib.import_module(f"{zoo.name}.{name}")
+    if str(path.parent.parent) not in sys.path:  # the zoo is a package (`models`) of the repository root
+        sys.path.append(str(path.parent.parent))
+    module = importlib.import_module(f"{path.parent.name}.{path.stem}")
     missing = [f for f in ("batch", "row_kinds", "training_stream", "lr_at") if not callable(getattr(module, f, None))]
     if missing:
-        raise Unsupported(f"{name} lacks {', '.join(missing)}: Loupe cannot regenerate its training data.", code="no_training_data")
+        raise Unsupported(f"{path.stem} lacks {', '.join(missing)}: Loupe cannot regenerate its training data.", code="no_training_data")
     return module
 
 
