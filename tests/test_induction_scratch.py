@@ -81,3 +81,14 @@ def test_data_attribution_on_the_regenerated_training_rows():
         assert sum(example.contributions) == pytest.approx(example.influence, rel=1e-4, abs=1e-12)
         assert len(example.tokens) == len(example.contributions) == 128 and example.contributions[0] == 0
     assert result.top[0].influence == influences[0] and result.bottom[0].influence == influences[-1]
+
+
+@pytest.mark.parametrize("params, says", [({"until_step": 6001}, "trained for 6000 steps"), ({"layer": 2}, "no L2H1"),
+                                          ({"head": 4}, "no L1H4"), ({"seq_len": 64}, "must fit")])  # fmt: skip
+def test_data_attribution_refuses_what_the_model_does_not_have(params, says):
+    from loupe.analyses.data_attribution import DataAttributionParams, data_attribution
+    from loupe.errors import InvalidInput
+
+    model = ModelStore(Settings()).get("induction-scratch")
+    with pytest.raises(InvalidInput, match=says):
+        data_attribution(model, DataAttributionParams(**params), Inputs())

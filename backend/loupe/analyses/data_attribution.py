@@ -157,6 +157,8 @@ def data_attribution(model: LoadedModel, params: DataAttributionParams, inputs: 
         raise InvalidInput(f"1 + 2 * seq_len must fit {model.id}'s context of {hf.config.n_positions}.")
     declared = model.entry.training_data
     until = params.until_step or int(declared.get("phase_change_step") or declared.get("steps") or model.entry.checkpoints[-1])
+    if declared.get("steps") and until > int(declared["steps"]):
+        raise InvalidInput(f"{model.id} was trained for {declared['steps']} steps; until_step {until} is past them.")
     usable = [s for s in model.entry.checkpoints if s < until]
     if not usable:
         raise InvalidInput(f"{model.id} has no checkpoint before step {until}.")
