@@ -268,6 +268,8 @@ def main() -> None:
         "description": "2-layer GPT-2 trained from a random init on English + repeated random sequences: "
                        "its previous-token and induction heads form during training (checkpoints/)",
         "prompt_hint": "The old man went to the market to buy bread. The old man went to the market to buy",
+        # data_attribution regenerates the training rows with this script (phase change as measured for seed 0)
+        "training_data": {"script": "train_induction_scratch", "seed": args.seed, "steps": steps, "phase_change_step": 2925},
     }, indent=2) + "\n")  # fmt: skip
     chosen = place_checkpoints(sorted(probes), [probes[s] for s in sorted(probes)], n_checkpoints)
     save_checkpoints(args.out, snapshots, chosen)

@@ -11,6 +11,7 @@ permalink gets the checkpoint axis.
 import hashlib
 import json
 import logging
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -128,6 +129,12 @@ class ModelEntry:
                 "the logit lens and probes show what each iteration would answer.",
                 code="no_exit_gate",
             )
+        if need == "training_data" and not self.training_data:
+            return Unsupported(
+                f"{self.id} declares no training data Loupe can regenerate (a zoo model whose loupe.json names its "
+                "training script under `training_data`), so its training examples cannot be ranked.",
+                code="no_training_data",
+            )
         if need == "checkpoints" and not self.checkpoints:
             if self.step is not None:
                 return Unsupported(
@@ -162,7 +169,8 @@ class ModelEntry:
         prediction); `unembedding` unless it is an encoder without its MLM head; `seeded` where its
         forward draws random numbers, seeded by `loop.seed`; `exit_gate` where the model itself decides
         when to stop looping (Ouro); `checkpoints` where it has training checkpoints (its final
-        weights' entry, not a checkpoint's)."""
+        weights' entry, not a checkpoint's); `training_data` where a zoo model's training script
+        regenerates its data."""
         return (
             (["attention"] if self.attention_refusal is None else [])
             + (["tokenizer"] if self.has_tokenizer else [])
@@ -174,7 +182,28 @@ class ModelEntry:
             + (["seeded"] if self.draws_random else [])
             + (["exit_gate"] if self.exit_gate else [])
             + (["checkpoints"] if self.checkpoints else [])
+            + (["training_data"] if self.training_data else [])
         )
+
+    @property
+    def training_data(self) -> dict | None:
+        """loupe.json's `training_data` ({"script", "seed", ...}) of a zoo model's final weights: its
+        training script regenerates every step's batch; None elsewhere (only the zoo's own scripts are run)."""
+        declared = self.loupe.get("training_data")
+        if self.source != "zoo" or self.step is not None or not isinstance(declared, dict):
+            return None
+        return declared if self.training_script is not None else None
+
+    @property
+    def training_script(self) -> Path | None:
+        """The file of loupe.json's `training_data.script`: a `train_*` module of the zoo package (beside
+        the model's real folder, with an `__init__.py`), or None when it names none there."""
+        name = (self.loupe.get("training_data") or {}).get("script") if isinstance(self.loupe.get("training_data"), dict) else None
+        if self.source != "zoo" or not isinstance(name, str) or not re.fullmatch(r"train_[a-z0-9_]+", name):
+            return None
+        package = Path(self.location).resolve().parent
+        path = package / f"{name}.py"
+        return path if path.is_file() and (package / "__init__.py").is_file() and package.name.isidentifier() else None
 
     @property
     def base_id(self) -> str:

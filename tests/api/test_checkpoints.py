@@ -100,6 +100,14 @@ def test_emergence_needs_final_weights_with_checkpoints(client, model, code):
     _error(response, 422, code)
 
 
+@pytest.mark.parametrize("model, code", [(MODEL, "no_training_data"), (TINY, "no_checkpoints")])
+def test_data_attribution_needs_training_data_loupe_can_regenerate(client, model, code):
+    """Checkpoints alone are not enough: only a zoo model whose loupe.json names its training script."""
+    response = client.post("/api/analyses", json={"analysis": "data_attribution", "model": model, "params": {}})
+    _error(response, 422, code)
+    assert "training_data" not in {m["id"]: m for m in client.get("/api/models").json()}[MODEL]["capabilities"]
+
+
 def _hf_model(folder, weights):
     """The HF model of `folder`'s config with `weights` (a safetensors file), in float32, eager attention."""
     from safetensors.torch import load_file

@@ -94,6 +94,10 @@ PARAMS = {
         {"seq_len": st.integers(4, 8), "batch": st.integers(1, 2), "n_texts": st.integers(1, 2), "icl_late": st.integers(20, 40)},
         optional={"seed": SEEDS},
     ),
+    "data_attribution": st.fixed_dictionaries(  # applies only to a zoo model with training data (none here: refused)
+        {"n_steps": st.integers(1, 2), "n_checkpoints": st.integers(1, 2), "seq_len": st.integers(4, 8)},
+        optional={"seed": SEEDS, "layer": st.integers(0, 2), "head": st.integers(0, 4), "top_k": st.integers(1, 3)},
+    ),
     "hallucination": st.fixed_dictionaries(
         {"max_new_tokens": st.integers(1, 4)},
         optional={"sample": st.booleans(), "temperature": st.floats(0.1, 2), "seed": SEEDS, "top_k": st.integers(1, 8),

@@ -47,13 +47,14 @@ class AnalysisOutput:
 # model whose generations mean something), `causal_lm` (predicts the next token: every model but an
 # encoder), `unembedding` (reads its residual out as tokens: all but an encoder without its MLM head),
 # `exit_gate` (the model decides per token when to stop looping: Ouro), `checkpoints` (final weights
-# with training checkpoints, `<id>@<step>`).
+# with training checkpoints, `<id>@<step>`), `training_data` (a zoo model whose training script,
+# named in its loupe.json, regenerates every step's batch).
 INPUT_NEEDS = ("text", "labelled_data")
-MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm", "causal_lm", "unembedding", "exit_gate", "checkpoints")
+MODEL_NEEDS = ("attention", "tokenizer", "readout", "loop", "generating_lm", "causal_lm", "unembedding", "exit_gate", "checkpoints", "training_data")
 # The model needs the server enforces, refusing with a 422 before computing: without them the
 # analysis cannot be computed exactly. (`loop` and `generating_lm` only say where a view means
 # something; the page shows the card where they hold.)
-ENFORCED_NEEDS = ("attention", "tokenizer", "readout", "causal_lm", "unembedding", "exit_gate", "checkpoints")
+ENFORCED_NEEDS = ("attention", "tokenizer", "readout", "causal_lm", "unembedding", "exit_gate", "checkpoints", "training_data")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 
 import * as ablation from "./ablation.js";
 import * as attention from "./attention.js";
+import * as dataAttribution from "./data_attribution.js";
 import * as emergence from "./emergence.js";
 import * as exitGate from "./exit_gate.js";
 import * as hallucination from "./hallucination.js";
@@ -15,7 +16,7 @@ import * as patching from "./patching.js";
 import * as probes from "./probes.js";
 
 export const PLOTS = [
-  attention, headScores, headMetrics, logitLens, logitAttribution, ablation, patching, probes, emergence, exitGate, hallucination, hallucinationEval,
+  attention, headScores, headMetrics, logitLens, logitAttribution, ablation, patching, probes, emergence, dataAttribution, exitGate, hallucination, hallucinationEval,
 ];
 
 /** Registry id -> module. */
