@@ -1,6 +1,7 @@
 """The model store: discovery from LOUPE_MODEL_DIRS and the zoo, real loading, LRU, revisions."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from loupe.model_store import ModelStore, discover, revision_of
 
 from .conftest import TINY
 from .tiny_models import build_tiny_gpt2
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models"
 
 
 def test_local_dirs_become_local_ids(model_dir, tmp_path):
@@ -57,6 +60,22 @@ def test_revision_changes_with_the_weights(tmp_path):
     assert revision_of(entry) == before
     build_tiny_gpt2(path, n_layer=1, seed=1)
     assert revision_of(entry) != before
+
+
+def test_a_model_with_training_data_changes_revision_with_its_training_code(tmp_path):
+    """data_attribution regenerates the training rows with the zoo's script and data: an edit there,
+    even one keeping the file's size, must not answer from the old ranking."""
+    zoo = tmp_path / "models"
+    shutil.copytree(SHIPPED, zoo, ignore=shutil.ignore_patterns("induction-2l", "looped-*", "retrieval-2l", "__pycache__"))
+    entry = discover(Settings(model_dirs=[], zoo_dir=zoo))["induction-scratch"]
+    assert entry.training_data is not None
+    before = revision_of(entry)
+    script = zoo / "train_induction_scratch.py"
+    source = script.read_text()
+    script.write_text(source.replace("def batch(", "def bAtch(", 1))  # same size, another program
+    assert revision_of(entry) != before
+    script.write_text(source)
+    assert revision_of(entry) == before
 
 
 def test_remote_code_is_off_by_default():
