@@ -128,3 +128,16 @@ def test_a_worker_refuses_to_start_without_a_queue_or_with_a_device_map_it_canno
     assert unplaceable.returncode == 2
     body = json.loads(unplaceable.stderr.strip().splitlines()[-1])
     assert body["code"] == "device_map" and "cuda:7" in body["error"]
+
+
+def test_a_worker_and_the_server_refuse_to_start_on_a_queue_that_does_not_answer(tmp_path, monkeypatch):
+    from .server import free_port
+
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("LOUPE_QUEUE_URL", url)
+    worker = run_cli("worker", data_dir=tmp_path / "data", model_dir=tmp_path, zoo=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "backend"), "LOUPE_DATA_DIR": str(tmp_path / "data"), "LOUPE_PORT": str(free_port())}
+    server = subprocess.run([sys.executable, "-m", "loupe"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    for process in (worker, server):
+        assert process.returncode == 2 and "LOUPE_QUEUE_URL" in process.stderr and "does not answer" in process.stderr
+        assert "Traceback" not in process.stderr and "secret" not in process.stderr

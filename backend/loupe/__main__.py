@@ -32,6 +32,14 @@ def main() -> None:
     except (DatabaseUnavailable, SchemaMismatch) as error:
         log.error("Loupe cannot start: %s", error)
         sys.exit(2)
+    if settings.queue_url:  # the same for the queue analyses go to
+        from .redis_jobs import QueueUnavailable, connect
+
+        try:
+            connect(settings.queue_url).close()
+        except QueueUnavailable as error:
+            log.error("Loupe cannot start: %s", error)
+            sys.exit(2)
     uvicorn.run("loupe.main:create_app", factory=True, host=settings.host, port=settings.port, log_level="info")
 
 

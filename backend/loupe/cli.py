@@ -177,11 +177,11 @@ def worker(args) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .db.engine import DatabaseUnavailable, SchemaMismatch
-    from .redis_jobs import work
+    from .redis_jobs import QueueUnavailable, work
 
     try:
         work(settings.queue_url, name=args.name)
-    except (DatabaseUnavailable, SchemaMismatch) as error:
+    except (DatabaseUnavailable, SchemaMismatch, QueueUnavailable) as error:
         print(f"loupe worker cannot start: {error}", file=sys.stderr)
         return 2
     return 0

@@ -19,12 +19,13 @@ meets fork()), and atomic unique job ids for single flight.
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from redis import Redis
+from redis import Redis, RedisError
 from rq import Queue, SimpleWorker, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -47,6 +48,21 @@ COMPUTED = "loupe:computed"  # how many jobs workers actually ran (single flight
 FINISHED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 LOST = "The worker computing this analysis stopped (killed or lost); nothing of it was stored. Submit it again."
+
+
+class QueueUnavailable(RuntimeError):
+    """LOUPE_QUEUE_URL does not answer: the process refuses to start, naming it (password masked)."""
+
+
+def connect(url: str) -> Redis:
+    """A Redis client for the queue at `url`, checked to answer; else QueueUnavailable."""
+    shown = re.sub(r"//[^@/]*@", "//***@", url)
+    try:
+        redis = Redis.from_url(url, socket_connect_timeout=5)
+        redis.ping()
+    except (RedisError, ValueError) as error:
+        raise QueueUnavailable(f"the queue at {shown} (LOUPE_QUEUE_URL) does not answer: {error}") from None
+    return redis
 
 
 def _beat(key: str) -> str:
@@ -72,8 +88,7 @@ class RedisJobRunner:
     ResultCache.fail_active, which leaves a finished row alone)."""
 
     def __init__(self, url: str, max_per_client: int, timeout_s: float, lost: Callable[[str, dict], None]):
-        self.redis = Redis.from_url(url)
-        self.redis.ping()  # a wrong URL is refused at start-up, naming it
+        self.redis = connect(url)
         self.queue = Queue(QUEUE, connection=self.redis)
         self.quick = Queue(QUICK, connection=self.redis)
         self.max_per_client, self.timeout_s, self.lost = max_per_client, timeout_s, lost
@@ -293,8 +308,7 @@ def count_tokens(model_id: str, text: str, truncate: bool) -> dict:
 def work(url: str, name: str | None = None) -> None:
     """Run a worker until it is stopped: jobs one at a time, in this process (models stay loaded).
     Settings, database and model store are set up before the first job."""
-    redis = Redis.from_url(url)
-    redis.ping()
+    redis = connect(url)
     _worker_service()
     queues = [Queue(QUICK, connection=redis), Queue(QUEUE, connection=redis)]  # quick requests first
     worker = SimpleWorker(queues, connection=redis, name=name)
