@@ -192,7 +192,7 @@ def test_batching_does_not_change_the_numbers(tiny_model, monkeypatch, batch):
         ({"metric": "prob", "target": " Mary Mary"}, "must be exactly one"),
         ({"metric": "logit_diff", "target": " the"}, "needs `other`"),
         ({"metric": "prob", "target": " the", "position": 500}, "outside"),
-        ({"mode": "reference"}, "needs `reference`"),
+        ({"mode": "reference", "reference": [" ", ""]}, "holds no non-empty text"),
     ],
 )
 def test_bad_input_is_an_invalid_input(tiny_model, params, says):
@@ -222,3 +222,15 @@ def test_induction_2l_needs_its_induction_and_previous_token_heads_on_repeated_t
 def test_errors_are_app_errors_not_crashes(tiny_model):
     with pytest.raises(AppError):
         ablation(tiny_model, AblationParams(), Inputs(text="   "))
+
+
+def test_reference_mode_without_texts_is_the_built_in_english_corpus(tiny_model):
+    from loupe.analyses.head_metrics import corpus_texts
+
+    built_in = ablation(tiny_model, AblationParams(heads=["L0H3"], mode="reference"), Inputs(text=TEXT)).result
+    texts = list(corpus_texts(tiny_model, 16, 64))
+    assert len(texts) == 16 and built_in.reference_texts == texts
+    given = ablation(tiny_model, AblationParams(heads=["L0H3"], mode="reference", reference=texts), Inputs(text=TEXT)).result
+    assert given.ablated == built_in.ablated and given.delta == built_in.delta
+    zeroed = ablation(tiny_model, AblationParams(heads=["L0H3"]), Inputs(text=TEXT)).result
+    assert zeroed.ablated != built_in.ablated and zeroed.reference_texts is None

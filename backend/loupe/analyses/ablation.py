@@ -20,6 +20,8 @@ from .scores import repeated_random_tokens
 LOGIT_BUDGET = 1 << 23  # floats of logits per forward batch (32 MB): bounds memory on large vocabularies
 MAX_BATCH = 32  # ablations per forward pass
 MAX_REFERENCE = 64
+BUILT_IN_REFERENCE = 16  # texts of the built-in English corpus when mode `reference` is given none
+BUILT_IN_REFERENCE_TOKENS = 64  # the most tokens each (within the model's limit)
 HEAD = re.compile(r"L(\d+)\s*H(\d+)", re.IGNORECASE)
 
 Mode = Literal["zero", "mean", "reference"]
@@ -37,7 +39,11 @@ class AblationParams(BaseModel):
         None, max_length=1024, description="Heads knocked out together, as 'L1H0'; none: the sweep, every head alone."
     )
     mode: Mode = Field("zero", description="What the head's output becomes: zero, its mean over positions, or the reference texts' mean.")
-    reference: list[str] | None = Field(None, max_length=MAX_REFERENCE, description="The reference texts of mode `reference`.")
+    reference: list[str] | None = Field(
+        None, max_length=MAX_REFERENCE,
+        description=f"The reference texts of mode `reference`; none: the first {BUILT_IN_REFERENCE} texts of the built-in "
+        f"English corpus of at most {BUILT_IN_REFERENCE_TOKENS} tokens each (head_metrics' corpus).",
+    )  # fmt: skip
     metric: Metric = Field("loss", description="Next-token loss, logit(target) - logit(other), or p(target), at `position`.")
     target: str | None = Field(None, max_length=200, description="The token of logit_diff and prob (exactly one token).")
     other: str | None = Field(None, max_length=200, description="logit_diff's second token (exactly one token).")
@@ -68,6 +74,16 @@ class Ablation(BaseModel):
     delta: list[list[list[float | None]]] = Field(description="[iteration][layer][head]: metric with that head alone knocked out - clean.")
     formula: str
     patterns: bool = Field(True, description="Whether the clean run's patterns are stored (not in rows migrated from head_ablation).")
+    reference_texts: list[str] | None = Field(None, description="Mode `reference`: the texts whose mean output replaced the heads'.")
+
+
+def built_in_reference(model: LoadedModel, inputs: Inputs) -> list[str]:
+    """Mode `reference` given no texts: the first texts of the built-in English corpus, each within
+    BUILT_IN_REFERENCE_TOKENS tokens (and the model's limit)."""
+    from .head_metrics import corpus_texts
+
+    limit = min(BUILT_IN_REFERENCE_TOKENS, model.token_limit(inputs.max_tokens))
+    return list(corpus_texts(model, BUILT_IN_REFERENCE, limit))
 
 
 def _heads(model: LoadedModel, names: list[str] | None) -> list[tuple[int, int]] | None:
@@ -196,7 +212,7 @@ def _run(model: LoadedModel, tokens: torch.Tensor, loop: LoopSpec | None, units:
         return model.bridge.run_with_hooks(batch, fwd_hooks=hooks, reset_hooks_end=True, use_cache=False)
 
 
-@register("ablation", version=1, params=AblationParams, needs=("text", "causal_lm", "attention"), stores_patterns=True)
+@register("ablation", version=2, params=AblationParams, needs=("text", "causal_lm", "attention"), stores_patterns=True)
 def ablation(model: LoadedModel, params: AblationParams, inputs: Inputs) -> AnalysisOutput:
     """Knocks heads out (hook_z zeroed, or set to its mean over positions or over reference texts)
     and reports how a metric of the prompt changes: its next-token loss, a logit difference or a
@@ -208,19 +224,18 @@ def ablation(model: LoadedModel, params: AblationParams, inputs: Inputs) -> Anal
     n_seq = tokens.shape[0]
     metric, measured = _metric(model, params, tokens)
     chosen = _heads(model, params.heads)
-    if params.mode == "reference" and not params.reference:
-        raise InvalidInput("mode `reference` needs `reference`: a list of texts whose mean head output replaces the head's.")
     _, patterns = summarize_and_store(model, tokens[:1], lambda probs: {}, params.loop)
     counts, means, logits = _mean_z(model, [tokens], params.loop)
     clean = float(metric(logits).mean())
     n_iterations = iterations_of(counts)
     if params.iteration is not None and params.iteration >= n_iterations:
         raise InvalidInput(f"iteration {params.iteration} is out of range: {model.id} runs {n_iterations} iteration(s) here (0..{n_iterations - 1}).")
+    reference = None
     if params.mode == "reference":
-        texts = [model.tokenize(text, inputs.max_tokens) for text in params.reference if text.strip()]
-        if not texts:
+        reference = [text for text in (params.reference if params.reference is not None else built_in_reference(model, inputs)) if text.strip()]
+        if not reference:
             raise InvalidInput("`reference` holds no non-empty text.")
-        means = _mean_z(model, texts, params.loop)[1]
+        means = _mean_z(model, [model.tokenize(text, inputs.max_tokens) for text in reference], params.loop)[1]
 
     def replace(firing: int, layer: int, head: int) -> torch.Tensor:  # [sequence or 1, d_head]
         if params.mode == "zero":
@@ -271,6 +286,7 @@ def ablation(model: LoadedModel, params: AblationParams, inputs: Inputs) -> Anal
             formula=f"{measured}" + (f", averaged over {n_seq} sequences" if n_seq > 1 else "")
             + f", with {MODE_TEXT[params.mode]} at {at}, minus the same of the model as it is",
             patterns=True,
+            reference_texts=reference,
         ),
         patterns=patterns,
     )

@@ -17,7 +17,7 @@ export const card = {
       name: "mode", id: "ablation-mode", label: "Mode", type: "select", default: "zero",
       options: [["zero", "zero"], ["mean", "mean over positions"], ["reference", "mean over reference texts"]],
     },
-    { name: "reference", id: "ablation-reference", label: "Reference texts (| between)", type: "text", default: "" },
+    { name: "reference", id: "ablation-reference", label: "Reference texts (| between; empty: built-in English)", type: "text", default: "" },
     {
       name: "metric", id: "ablation-metric", label: "Metric", type: "select", default: "loss",
       options: [["loss", "loss"], ["logit_diff", "logit difference"], ["prob", "probability"]],
