@@ -200,3 +200,24 @@ def test_api_refuses_bad_targets_in_the_one_error_shape(client):
     assert "exactly one token" in refused(client.post("/api/analyses", json=body), "invalid_input")
     ok = client.post("/api/analyses", json={**body, "params": {"position": 2}}).json()
     assert ok["status"] == "done" and ok["result"]["components"][-1]["kind"] == "residual"
+
+
+def test_a_logit_difference_is_the_difference_of_the_two_attributions(gpt2_biased):
+    """With `other`, every component is its share of logit(target) - logit(other): exactly the
+    target's attribution minus the other token's (the frozen norm scale is the same), each of them
+    checked against Hugging Face above; and the difference is the model's own."""
+    model, path = gpt2_biased
+    one, two = (_run(model, position=7, target=model.tokenizer.decode([token])) for token in (5, 9))
+    diff = _run(model, position=7, target=model.tokenizer.decode([5]), other=model.tokenizer.decode([9]))
+    assert (diff.target_id, diff.other_id, diff.other) == (5, 9, two.target)
+    assert diff.logit_diff == pytest.approx(one.target_logit - two.target_logit, abs=1e-5)
+    assert torch.allclose(torch.tensor(diff.heads), torch.tensor(one.heads) - torch.tensor(two.heads), atol=2e-5)
+    assert torch.allclose(torch.tensor(diff.mlp), torch.tensor(one.mlp) - torch.tensor(two.mlp), atol=2e-5)
+    assert diff.residual == pytest.approx(one.residual - two.residual, abs=1e-4)
+    assert diff.sum_of_components + diff.residual == pytest.approx(diff.logit_diff, abs=1e-5)
+    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    logits = hf(torch.tensor([diff.token_ids])).logits[0, 7]
+    assert diff.logit_diff == pytest.approx(float(logits[5] - logits[9]), abs=1e-4)
+    assert one.other is None and one.logit_diff is None
+    with pytest.raises(InvalidInput, match="two different tokens"):
+        _run(model, position=7, target=model.tokenizer.decode([5]), other=model.tokenizer.decode([5]))

@@ -50,3 +50,14 @@ def test_attribution_view_equals_the_result(new_page, loupe_url):
     bars = page.evaluate("document.getElementById('attribution-bars').data[0].x")
     assert bars == [c["value"] for c in reversed(result["components"])]
     assert f"{result['target_logit']:.4f}" in page.inner_text("[data-testid=attribution-summary]")
+    # a logit difference: the card's second token, the summary and the grid of the difference
+    before = url_state(page.url)["analysis"]
+    page.fill("#attribution-target", result["target"])
+    page.fill("#attribution-other", result["tokens"][1])
+    page.click("#run-logit-attribution")
+    wait_js(page, f"!location.search.includes('{before}')")
+    wait_js(page, "document.getElementById('attribution-bars').data !== undefined")
+    diff = api(loupe_url, f"/api/analyses/{url_state(page.url)['analysis']}")
+    assert diff["params"]["other"] == result["tokens"][1] and diff["result"]["other"] == result["tokens"][1]
+    wait_js(page, f"document.querySelector('[data-testid=attribution-summary]').innerText.includes('{diff['result']['logit_diff']:.4f}')")
+    assert page.evaluate("document.getElementById('attribution-grid').data[0].z") == diff["result"]["heads"][0]

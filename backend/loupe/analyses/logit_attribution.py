@@ -1,4 +1,5 @@
-"""`logit_attribution`: direct logit attribution of one target token at one position, per head, MLP and iteration."""
+"""`logit_attribution`: direct logit attribution of one target token's logit (or of a logit difference
+between two tokens) at one position, per head, MLP and iteration."""
 
 from typing import Any
 
@@ -14,7 +15,9 @@ FORMULA = (
     "contribution of a component c (a head's output z_h W_O[h], an MLP's output, an embedding, an attention "
     "output bias) to the target's logit: centre(c) * s * w . W_U[:, target], with s the final norm's scale of "
     "the actual residual at the position in this run, frozen; w the norm's weight; centre() only for a "
-    "LayerNorm. The residual, logit - sum of contributions, is the final norm's bias . W_U[:, target] + b_U[target]."
+    "LayerNorm. The residual, logit - sum of contributions, is the final norm's bias . W_U[:, target] + b_U[target]. "
+    "With `other`, W_U[:, target] - W_U[:, other] and b_U[target] - b_U[other] in their place: the contributions to "
+    "logit(target) - logit(other)."
 )
 # Relative errors past which a decomposition is not the model's own arithmetic (an architecture with
 # post-block norms, scaled embeddings, a norm of another formula) rather than rounding.
@@ -27,6 +30,10 @@ class LogitAttributionParams(BaseModel):
     target: str | None = Field(
         None, max_length=200, description="The target token as text (exactly one token); default the model's top prediction."
     )
+    other: str | None = Field(
+        None, max_length=200,
+        description="A second token (exactly one): attribute logit(target) - logit(other) instead of the target's logit.",
+    )  # fmt: skip
     top_components: int = Field(20, ge=1, le=200, description="Components listed, by absolute contribution.")
     loop: LoopSpec | None = Field(None, description="Loop count, or a retrofit loop of a plain model.")
 
@@ -48,6 +55,9 @@ class LogitAttribution(BaseModel):
     target_id: int
     target_logit: float = Field(description="The model's own logit of the target at the position.")
     target_prob: float
+    other: str | None = Field(None, description="The second token of a logit difference; null: the target's own logit.")
+    other_id: int | None = None
+    logit_diff: float | None = Field(None, description="logit(target) - logit(other), the model's own; null without `other`.")
     n_iterations: int
     n_layers: int
     n_heads: int
@@ -59,7 +69,7 @@ class LogitAttribution(BaseModel):
     attn_bias: list[list[float | None]] | None = Field(description="[iteration][layer] the attention output bias's; null without one.")
     embed: float
     pos_embed: float | None
-    residual: float = Field(description="target_logit - sum of every component: the final norm's bias and b_U.")
+    residual: float = Field(description="What is attributed (target_logit, or logit_diff) - sum of every component: the final norm's bias and b_U.")
     sum_of_components: float
     components: list[Component] = Field(description="The largest components by |value|, then the residual.")
     formula: str
@@ -130,7 +140,7 @@ def _head_outputs(o_proj: torch.nn.Module, z: torch.Tensor) -> tuple[torch.Tenso
 
 
 @register(
-    "logit_attribution", version=1, params=LogitAttributionParams, needs=("text", "readout", "unembedding", "causal_lm", "attention")
+    "logit_attribution", version=2, params=LogitAttributionParams, needs=("text", "readout", "unembedding", "causal_lm", "attention")
 )
 def logit_attribution(model: LoadedModel, params: LogitAttributionParams, inputs: Inputs) -> AnalysisOutput:
     """Direct logit attribution: how much each head (at each iteration), each MLP, the embeddings and
@@ -171,6 +181,9 @@ def logit_attribution(model: LoadedModel, params: LogitAttributionParams, inputs
     dtype = model.bridge.cfg.dtype
     logits = logits[0, index].float()  # [d_vocab]: the model's own output
     target = _target(model, params.target, logits)
+    other = None if params.other is None else _target(model, params.other, logits)
+    if other == target:
+        raise InvalidInput("`other` is the target token itself: a logit difference needs two different tokens.")
     inputs.progress("attributing", 0.7)
 
     # The frozen final norm and the unembedding, checked against the model's own numbers.
@@ -179,9 +192,16 @@ def logit_attribution(model: LoadedModel, params: LogitAttributionParams, inputs
     scale = float(1 / torch.sqrt((centred**2).mean() + eps))
     normed = centred * scale * weight + (norm_bias if norm_bias is not None else 0)
     _check(model, "the final norm recomputed with its frozen scale differs from its output", normed, firings["ln_final.hook_out"][-1].float(), dtype)
-    u = unembed.weight[target].detach().float()  # [d_model]
-    b_u = float(unembed.bias[target]) if getattr(unembed, "bias", None) is not None else 0.0
-    _check(model, "the unembedding as a linear map differs from the output", normed @ u + torch.tensor(b_u), logits[target], dtype)
+    def row(token: int) -> tuple[torch.Tensor, float]:  # W_U[:, token] [d_model], b_U[token]
+        bias = float(unembed.bias[token]) if getattr(unembed, "bias", None) is not None else 0.0
+        return unembed.weight[token].detach().float(), bias
+
+    u, b_u = row(target)
+    attributed = logits[target]  # the number the components add up to
+    if other is not None:
+        u_other, b_other = row(other)
+        u, b_u, attributed = u - u_other, b_u - b_other, logits[target] - logits[other]
+    _check(model, "the unembedding as a linear map differs from the output", normed @ u + torch.tensor(b_u), attributed, dtype)
     direction = scale * weight * u  # [d_model]
 
     # The parts of the residual, every firing of every layer, each checked to sum to what the pass added.
@@ -206,6 +226,7 @@ def logit_attribution(model: LoadedModel, params: LogitAttributionParams, inputs
     values = direct_attribution(stacked, direction, centre=kind == "LayerNorm")  # [n]
 
     target_logit = float(logits[target])
+    measured = float(attributed)
     total = float(values.sum())
     many = [count for layer in range(model.n_layers) if (count := len(firings[f"{model.block_names[layer]}.hook_mlp_out"])) > 1]
     components = [Component(**meta, label=_label(meta, bool(many)), value=round(float(value), 6)) for (meta, _), value in zip(parts, values)]
@@ -223,7 +244,7 @@ def logit_attribution(model: LoadedModel, params: LogitAttributionParams, inputs
     heads_grid = torch.tensor(by_iteration(kept_heads, model.n_layers))  # [iteration, layer, head]
     by_kind = {c.kind: c.value for c in components if c.kind in ("embed", "pos_embed")}
     top = sorted(components, key=lambda c: -abs(c.value))[: params.top_components]
-    residual = Component(kind="residual", label="residual (norm bias, b_U)", value=round(target_logit - total, 6))
+    residual = Component(kind="residual", label="residual (norm bias, b_U)", value=round(measured - total, 6))
     probs = logits.softmax(-1)
     return AnalysisOutput(
         result=LogitAttribution(
@@ -234,6 +255,9 @@ def logit_attribution(model: LoadedModel, params: LogitAttributionParams, inputs
             target_id=target,
             target_logit=round(target_logit, 6),
             target_prob=round(float(probs[target]), 6),
+            other=None if other is None else model.str_tokens(torch.tensor([other]))[0],
+            other_id=other,
+            logit_diff=None if other is None else round(measured, 6),
             n_iterations=heads_grid.shape[0],
             n_layers=model.n_layers,
             n_heads=model.n_heads,

@@ -15,6 +15,7 @@ export const card = {
   fields: [
     { name: "position", id: "attribution-position", label: "Position", type: "number", min: -4096, max: 4096, default: -1 },
     { name: "target", id: "attribution-target", label: "Target token", type: "text", placeholder: "top prediction" },
+    { name: "other", id: "attribution-other", label: "Minus token", type: "text", placeholder: "none: the target's logit" },
   ],
 };
 
@@ -43,6 +44,7 @@ export const view = `
 export function params(form) {
   const values = form.values();
   if (!values.target) delete values.target;
+  if (!values.other) delete values.other;
   return values;
 }
 
@@ -54,9 +56,12 @@ export function restore(form, analysis) {
 /** Fill the view `el` for one iteration. */
 export function render(el, result, { iteration = 0, chart = {} } = {}) {
   renderTokens(el.querySelector("[data-role=attribution-tokens]"), result.tokens, { selected: result.position });
+  const attributed = result.other === null || result.other === undefined
+    ? `logit ${result.target_logit.toFixed(4)} (p = ${result.target_prob.toFixed(3)})`
+    : `logit difference minus “${displayToken(result.other)}” ${result.logit_diff.toFixed(4)}`;
   el.querySelector("[data-role=attribution-summary]").textContent =
-    `Target “${displayToken(result.target)}” at position ${result.position}: logit ${result.target_logit.toFixed(4)} ` +
-    `(p = ${result.target_prob.toFixed(3)}) = components ${result.sum_of_components.toFixed(4)} + residual ` +
+    `Target “${displayToken(result.target)}” at position ${result.position}: ${attributed} ` +
+    `= components ${result.sum_of_components.toFixed(4)} + residual ` +
     `${result.residual.toFixed(4)}. ${result.norm} scale frozen at ${result.norm_scale.toFixed(4)}.`;
   el.querySelector("[data-role=attribution-formula]").textContent = result.formula;
 
