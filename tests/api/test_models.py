@@ -79,3 +79,13 @@ def test_tokenize_errors_keep_the_one_shape(zoo_client):
     _error(zoo_client.post(f"/api/models/{TINY}/tokenize", json={"text": "x" * 16 * 33}), 413, "too_long")
     response = zoo_client.post(f"/api/models/{TINY}/tokenize", json={})
     assert response.status_code == 422 and set(response.json()) == {"error", "code", "status"}
+
+
+@pytest.mark.parametrize("model_id", ["%0A%5E%C2%B5", "a/b%0Ac", "x%0D%0A"])
+def test_a_model_id_with_a_line_break_is_an_unknown_model_not_a_static_405(zoo_client, model_id):
+    """Starlette's `path` stops at a line break: such an id fell through to the static files (found
+    by the stateful fuzz, seed 20261201)."""
+    for response in (zoo_client.post(f"/api/models/{model_id}/tokenize", json={"text": "hi"}),
+                     zoo_client.get(f"/api/models/{model_id}/card")):
+        body = response.json()
+        assert response.status_code == 404 and body["code"] == "unknown_model" and set(body) == {"error", "code", "status"}

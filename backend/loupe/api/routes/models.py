@@ -2,12 +2,24 @@
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from ...errors import NotFound
 from ..deps import RunsDep, SettingsDep, StoreDep, TokenDep
 
 router = APIRouter(tags=["models"])
 MAX_CARD_BYTES = 256 * 1024
+
+
+class _ModelId(PathConvertor):
+    """A model id in a path, slashes included, and any character: Starlette's `path` stops at a line
+    break, so an id holding one fell through to the static files (a POST answered 405, not the
+    model store's 404 unknown_model)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("model_id", _ModelId())
 
 
 class ModelInfo(BaseModel):
@@ -64,7 +76,7 @@ def list_models(store: StoreDep, settings: SettingsDep) -> list[dict]:
     ]
 
 
-@router.get("/models/{model_id:path}/card", response_class=Response,
+@router.get("/models/{model_id:model_id}/card", response_class=Response,
             responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}}})
 def model_card(model_id: str, store: StoreDep) -> Response:
     """The model's card: the README.md in its folder, as markdown text (404 `no_card` where it has none)."""
@@ -76,7 +88,7 @@ def model_card(model_id: str, store: StoreDep) -> Response:
     return Response(text, media_type="text/markdown; charset=utf-8")
 
 
-@router.post("/models/{model_id:path}/tokenize", response_model=TokenCount, dependencies=[TokenDep])
+@router.post("/models/{model_id:model_id}/tokenize", response_model=TokenCount, dependencies=[TokenDep])
 def tokenize(model_id: str, body: TokenizeRequest, runs: RunsDep) -> dict:
     """How many tokens the text is on this model, and its limit; with `truncate`, the text cut to
     its first `limit` tokens, so an analysis of it runs on exactly those. Loads the model (on a
