@@ -202,8 +202,6 @@ def test_bad_input_is_an_invalid_input(tiny_model, params, says):
 
 @pytest.fixture(scope="module")
 def induction_2l(tmp_path_factory):
-    if not (ROOT / "models" / "induction-2l" / "config.json").is_file():
-        pytest.skip("models/induction-2l is not shipped in this checkout")
     return ModelStore(Settings(zoo_dir=ROOT / "models", data_dir=tmp_path_factory.mktemp("data"))).get("induction-2l")
 
 
