@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from .codec import PatternStore
+from .attention_rule import AttentionRule, NotModelled, Rows
+from .codec import KeptAttention, PatternStore
 from .loops import LoopSpec, by_iteration, looping, stack_by_iteration
 from .errors import Unsupported
 from .model_store import LoadedModel
@@ -33,8 +34,11 @@ from .progress import checkpoint
 from .verified import NATIVE_MODEL_TYPES
 
 ATTENTION = "loupe_capture"
+KEPT = "loupe_kept"  # the same function under SDPA's boolean masks: the kept path (no T x T float mask)
 
 OnPattern = Callable[[int, int, torch.Tensor], None]
+OnRows = Callable[[int, int, Rows], None]  # (iteration, layer, a chunk of query rows)
+OnKept = Callable[[int, int, torch.Tensor, torch.Tensor, AttentionRule], None]  # (..., query [head, T, d], key [kv_head, T, d], rule)
 
 # Keyword arguments of an attention call that the plain computation below models: bookkeeping,
 # or masking that the eager mask it is given already holds (a sliding window). Any other with a
@@ -54,6 +58,7 @@ class _Recording:
     probs: torch.Tensor | None = None
     n_keys: int | None = None  # what every layer attends over in a pass without a KV cache
     to_cpu: bool = False  # a model spread over devices: every layer's pattern comes back to the CPU as it fires
+    kept: tuple[OnRows, OnKept] | None = None  # the kept path: rows of every layer, then its queries and keys
 
     def check_keys(self, layer: int, probs: torch.Tensor) -> None:
         """Unsupported where a layer attends over other keys than the tokens (a compressed or extra
@@ -74,6 +79,37 @@ class _Recording:
 
     def fire(self, module: torch.nn.Module, probs: torch.Tensor) -> None:
         self.deliver(self.layer_of[id(module)], probs)
+
+    def attend_kept(
+        self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+        mask: torch.Tensor | None, scaling: float | None, dropout: float, kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        """The kept path's attention (output [1, q, head, d]): computed chunk by chunk of query rows
+        through the layer's AttentionRule, each chunk handed to on_rows, then the layer's queries,
+        keys and rule to on_kept. NotModelled where the rule does not model the call."""
+        extra = {name: value for name, value in kwargs.items() if value is not None and name not in _MODELLED}
+        softcap, sinks = extra.pop("softcap", None), extra.pop("s_aux", None)
+        if extra or dropout or query.dtype != torch.float32 or query.shape[0] != 1 or self.to_cpu:
+            raise NotModelled(f"arguments {sorted(extra)}" if extra else "half precision, dropout, a batch or a spread model")
+        rule = AttentionRule.of_call(module, query, key, mask, scaling, softcap, sinks, kwargs.get("is_causal"))
+        layer = self.layer_of[id(module)]
+        checkpoint()
+        self.counts[layer] += 1
+        iteration = self.counts[layer] - 1
+        on_rows, on_kept = self.kept
+        query, key, value = query[0], key[0], value[0]  # [head, T, d], [kv_head, T, d]
+        keys, values = (key.repeat_interleave(rule.groups, 0), value.repeat_interleave(rule.groups, 0)) if rule.groups > 1 else (key, value)
+        n_heads, n_pos, _ = query.shape
+        output = query.new_empty((n_heads, n_pos, value.shape[-1]))  # [head, T, d]
+        step = rule.chunk_rows(n_heads)
+        scratch = self.buffer(query, (n_heads * step * n_pos,))
+        for start in range(0, n_pos, step):
+            checkpoint()
+            rows = rule.rows(query[:, start : start + step], keys, start, out=scratch)
+            torch.matmul(rows.probs, values[:, rows.key_start : rows.key_start + rows.probs.shape[-1]], out=output[:, start : start + step])
+            on_rows(iteration, layer, rows)
+        on_kept(iteration, layer, query, key, rule)
+        return output.transpose(0, 1)[None].contiguous()  # [1, T, head, d]
 
     def deliver(self, layer: int, probs: torch.Tensor) -> None:
         """Hand one firing of a layer to on_pattern: float32, on the CPU for a spread model (one
@@ -107,6 +143,8 @@ def capture_attention(
     """Eager attention (query [batch, head, q, d], key/value [batch, kv_head, k, d]) that hands
     its probabilities to the active recording. Returns (output [batch, q, head, d], None)."""
     recording = _active.get()
+    if recording is not None and recording.kept is not None:
+        return recording.attend_kept(module, query, key, value, attention_mask, scaling, dropout, kwargs), None
     # The model's own function where its math may differ from the plain one below: an argument it
     # does not model, dropout, half precision (models such as Llama take the softmax in float32 there).
     unmodelled = any(value is not None and name not in _MODELLED for name, value in kwargs.items())
@@ -132,10 +170,12 @@ def capture_attention(
 
 def _register() -> None:
     from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import eager_mask
+    from transformers.masking_utils import eager_mask, sdpa_mask
 
     AttentionInterface.register(ATTENTION, capture_attention)
     AttentionMaskInterface.register(ATTENTION, eager_mask)  # the additive float mask eager attention gets
+    AttentionInterface.register(KEPT, capture_attention)
+    AttentionMaskInterface.register(KEPT, sdpa_mask)  # boolean, or None where plainly causal or bidirectional
 
 
 _register()
@@ -252,13 +292,19 @@ class AttentionRecorder:
 
 @contextmanager
 def recording_attention(
-    model: LoadedModel, on_pattern: OnPattern, loop: LoopSpec | None = None, native: bool | None = None
+    model: LoadedModel, on_pattern: OnPattern, loop: LoopSpec | None = None, native: bool | None = None,
+    kept: tuple[OnRows, OnKept] | None = None,
 ) -> Iterator[AttentionRecorder]:
     """An AttentionRecorder for the duration of the block (`loop` applied); the caller holds
-    model.lock. `native` None: the model's own forward where it can, else the bridge's hooks."""
+    model.lock. `native` None: the model's own forward where it can, else the bridge's hooks.
+    `kept`: the kept path (on the model's own forward only): no pattern is made whole, every layer
+    hands its rows and then its queries, keys and rule (Recording.attend_kept)."""
     require_attention(model)
     native = runs_natively(model) if native is None else native
+    if kept is not None and not native:
+        raise NotModelled("the model's attention is not run by Loupe's own function")
     recorder = AttentionRecorder(model, on_pattern, native)
+    recorder.recording.kept = kept
     with torch.inference_mode():
         if native:
             hf = model.bridge.original_model
@@ -266,7 +312,7 @@ def recording_attention(
             token = _active.set(recorder.recording)
             try:
                 # looping first: it finds the HF blocks through the bridge's components
-                with looping(model, loop, native=True), _unwrapped(hf), _attention_implementation(hf, ATTENTION):
+                with looping(model, loop, native=True), _unwrapped(hf), _attention_implementation(hf, KEPT if kept else ATTENTION):
                     yield recorder
             finally:
                 _active.reset(token)
@@ -314,6 +360,22 @@ def summarize_and_store(
     with recording_attention(model, keep, loop) as recorder:
         recorder.forward(tokens)
     return stack_by_iteration(summaries, model.n_layers), patterns
+
+
+def summarize_and_keep(model: LoadedModel, tokens: torch.Tensor, on_rows: OnRows, loop: LoopSpec | None = None) -> KeptAttention:
+    """One forward pass over tokens [1, pos] on the kept path: on_rows sees every (iteration, layer)'s
+    probabilities a chunk of query rows at a time, and the returned KeptAttention holds each firing's
+    queries, keys, rule and thumbnails. NotModelled (before or during the pass) where the model's
+    attention is not what AttentionRule computes: the caller stores patterns instead."""
+    kept = KeptAttention(model.n_layers)
+
+    def rows(iteration: int, layer: int, chunk: Rows) -> None:
+        kept.pool(iteration, layer, chunk)
+        on_rows(iteration, layer, chunk)
+
+    with recording_attention(model, lambda *_: None, loop, kept=(rows, kept.add)) as recorder:
+        recorder.forward(tokens)
+    return kept
 
 
 def capture_patterns(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .attention_rule import F32, RULE, AttentionRule, Rows
 from .loops import by_iteration
 
 SCALE = 65535
@@ -213,3 +214,66 @@ class PatternStore:
                 data, shape = _thumbnail_bytes(torch.stack([blank if key is None else self.pooled[key] for key in keys]))  # [layer, head, s, s]
                 out.append(Slice("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
         return out
+
+
+def _bins(n: int, side: int) -> list[tuple[int, int]]:
+    """The [start, end) of each of `side` max-pool bins over n positions, as adaptive_max_pool2d takes them."""
+    return [(i * n // side, -(-(i + 1) * n // side)) for i in range(side)]
+
+
+class KeptAttention:
+    """The kept path's stored form: every (iteration, layer)'s post-rotary queries [head, T, d] and
+    keys [kv_head, T, d] in float32 with its AttentionRule, from which any head is recomputed
+    exactly (attention_rule.py), and the max-pooled thumbnails, pooled from the rows as they stream
+    by (equal to PatternStore's of the whole patterns). Per token it holds 4 d_head (head + kv_head)
+    bytes a layer where the patterns hold 2 T head: at T = 8,192 with d_head 64, 3% of fp16 patterns."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.n_layers = n_layers
+        self.kept: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, AttentionRule]] = {}
+        self.pooled: dict[tuple[int, int], torch.Tensor] = {}  # -> float32 [head, s, s]
+
+    def add(self, iteration: int, layer: int, query: torch.Tensor, key: torch.Tensor, rule: AttentionRule) -> None:
+        self.kept[iteration, layer] = (query.float().contiguous(), key.float().contiguous(), rule)
+
+    def pool(self, iteration: int, layer: int, rows: Rows) -> None:
+        """Fold one chunk of rows into the firing's thumbnails."""
+        n_heads, n_rows, n_keys = rows.probs.shape
+        side = min(THUMBNAIL_SIZE, rows.n_pos)
+        if (iteration, layer) not in self.pooled:
+            self.pooled[iteration, layer] = rows.probs.new_zeros((n_heads, side, side))
+        pooled = self.pooled[iteration, layer]
+        columns = rows.probs.new_zeros((n_heads, n_rows, side))  # [head, rows, column bin]
+        for col, (start, end) in enumerate(_bins(rows.n_pos, side)):
+            start, end = max(start, rows.key_start), min(end, rows.key_start + n_keys)
+            if start < end:
+                columns[..., col] = rows.probs[..., start - rows.key_start : end - rows.key_start].amax(-1)
+        for row, (start, end) in enumerate(_bins(rows.n_pos, side)):
+            start, end = max(start, rows.start), min(end, rows.start + n_rows)
+            if start < end:
+                torch.maximum(pooled[:, row], columns[:, start - rows.start : end - rows.start].amax(1), out=pooled[:, row])
+
+    def slices(self) -> list[Slice]:
+        """Per firing shown at an iteration: one "query" slice per head, one "key" per key head (raw
+        float32 [T, d]), one "rule" (layer, head -1); and one thumbnail slice per iteration."""
+        grid = by_iteration({key: key for key in self.kept}, self.n_layers, missing=lambda key: None)  # None: no attention
+        uses = Counter(key for row in grid for key in row if key is not None)
+        out = []
+        for iteration, keys in enumerate(grid):
+            for layer, key in enumerate(keys):
+                if key is None:
+                    continue
+                uses[key] -= 1
+                query, keys_, rule = self.kept.pop(key) if uses[key] == 0 else self.kept[key]  # released once written
+                out += [Slice("query", iteration, layer, head, F32, list(q.shape), q.numpy().tobytes()) for head, q in enumerate(query)]
+                out += [Slice("key", iteration, layer, head, F32, list(k.shape), k.numpy().tobytes()) for head, k in enumerate(keys_)]
+                out.append(Slice("rule", iteration, layer, -1, RULE, [rule.n_pos], rule.to_bytes()))
+            blank = torch.zeros_like(next(self.pooled[key] for key in keys if key is not None))
+            data, shape = _thumbnail_bytes(torch.stack([blank if key is None else self.pooled[key] for key in keys]))  # [layer, head, s, s]
+            out.append(Slice("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
+        return out
+
+
+def decode_f32(data: bytes, shape: list[int]) -> torch.Tensor:
+    """A stored query or key: float32 [pos, d_head]."""
+    return torch.from_numpy(np.frombuffer(data, dtype="<f4").reshape(shape).copy())

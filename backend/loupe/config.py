@@ -49,7 +49,14 @@ class Settings(BaseSettings):
         "`\"disk\"`). Replaces LOUPE_DEVICE for those models; Loupe's own classes still load on LOUPE_DEVICE.",
     )
     max_loaded_models: int = Field(2, ge=1, description="Models kept in memory (LRU).")
-    max_tokens: int = Field(1024, ge=8, description="Longest accepted text, in tokens.")
+    max_tokens: int = Field(
+        1024, ge=8, description="Longest accepted text, in tokens (each model accepts at most its own context, n_ctx). "
+        "Raise it to the context of the models served: long prompts keep queries and keys, not T x T patterns.",
+    )
+    max_stored_tokens: int = Field(
+        2048, ge=8, description="Longest prompt whose every attention pattern is stored whole, for models whose attention "
+        "Loupe does not recompute from queries and keys (`pattern_source`); longer ones are refused on those models.",
+    )
     max_iterations: int = Field(
         64, ge=1, le=256, description="Most loop iterations a request may ask for (`loop.times`); Huginn defaults to 32."
     )

@@ -238,7 +238,7 @@ class RunService:
             require_attention(model)  # the loaded structure has the last word (hybrid stacks)
         require = partial(self._require, model, progress)
         inputs = Inputs(
-            text=text, max_tokens=self.settings.max_tokens, progress=progress, require=require, model_at=partial(self._model_at, model)
+            text=text, max_tokens=self.settings.max_tokens, max_stored_tokens=self.settings.max_stored_tokens, progress=progress, require=require, model_at=partial(self._model_at, model)
         )
         with seeded(model, seed_of(params)):
             return spec.fn(model, params, inputs)

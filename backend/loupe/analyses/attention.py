@@ -3,8 +3,9 @@
 import torch
 from pydantic import BaseModel, Field
 
-from ..capture import summarize_and_store
-from ..loops import LoopSpec
+from ..attention_rule import NotModelled, Rows, unsupported_long
+from ..capture import runs_natively, summarize_and_keep, summarize_and_store
+from ..loops import LoopSpec, stack_by_iteration
 from ..model_store import LoadedModel
 from .registry import AnalysisOutput, Inputs, register, require_text, rounded
 
@@ -20,6 +21,10 @@ class Attention(BaseModel):
     n_layers: int
     n_heads: int
     attention_layers: list[int] = Field(description="The layers with attention (others, in a hybrid stack, are null).")
+    pattern_source: str = Field(
+        description="`stored`: every head's pattern was stored (16-bit); `recomputed`: each layer's queries, keys and "
+        "attention rule were kept and a head's pattern is recomputed exactly, in float32, when it is served."
+    )
     # stat name -> [iteration][layer][head]; for the overview grid
     head_stats: dict[str, list[list[list[float | None]]]]
     stat_labels: dict[str, str] = Field(description="What each stat is called, as it measures on this text.")
@@ -64,6 +69,49 @@ def head_stats(pattern: torch.Tensor, bidirectional: bool = False) -> dict[str, 
     }
 
 
+# From this many tokens on, a model whose attention AttentionRule models keeps queries and keys
+# instead of patterns (bench/RESULTS.md: faster end to end, and smaller, from here on).
+KEPT_FROM_TOKENS = 512
+
+
+class StreamedStats:
+    """head_stats of every firing from its rows as the kept path streams them (capture.OnRows),
+    equal to head_stats of the whole patterns: sums over each stat's defined queries, divided once
+    the pass is over."""
+
+    def __init__(self, n_pos: int, bidirectional: bool = False) -> None:
+        self.n_pos, self.bidirectional = n_pos, bidirectional
+        self.sums: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # -> stat -> float64 [head]
+
+    def add(self, iteration: int, layer: int, rows: Rows) -> None:
+        probs = rows.probs  # [head, n, keys], keys from rows.key_start
+        n_rows, n_keys = probs.shape[1:]
+        pos = torch.arange(rows.start, rows.start + n_rows)
+
+        def at(key_pos: torch.Tensor) -> torch.Tensor:  # [head, n]: each row's weight on key_pos (0 outside the keys held)
+            col = key_pos - rows.key_start
+            held = (col >= 0) & (col < n_keys)
+            return torch.where(held, probs[:, torch.arange(n_rows), col.clamp(0, n_keys - 1)], 0.0)
+
+        visible = torch.log(torch.full((n_rows,), float(self.n_pos)) if self.bidirectional else pos.float() + 1)
+        values = {
+            "bos": at(torch.zeros_like(pos)), "previous_token": at(pos - 1), "self": at(pos),
+            "entropy": rows.entropy / visible.clamp(min=1e-30),
+        }
+        sums = self.sums.setdefault((iteration, layer), {name: torch.zeros(probs.shape[0], dtype=torch.float64) for name in values})
+        for name, value in values.items():
+            sums[name] += value[:, pos >= FIRST_QUERY[name]].double().sum(-1)
+
+    def stacked(self, n_layers: int) -> dict[str, torch.Tensor]:
+        """stat -> [iteration, layer, head], as summarize_and_store gives them."""
+        means = {
+            key: {name: (total / (self.n_pos - FIRST_QUERY[name]) if self.n_pos > FIRST_QUERY[name] else total * 0).float().tolist()
+                  for name, total in sums.items()}
+            for key, sums in self.sums.items()
+        }
+        return stack_by_iteration(means, n_layers)
+
+
 def _sum_plogp(pattern: torch.Tensor) -> torch.Tensor:
     """sum over keys of p log p (0 log 0 = 0): [..., query_pos] of patterns [..., query_pos, key_pos],
     one matrix at a time into one scratch, so memory stays at one matrix whatever the batch."""
@@ -93,17 +141,30 @@ def first_token_names(model: LoadedModel, tokens: torch.Tensor) -> tuple[dict[st
     return labels, {**STAT_DESCRIPTIONS, "bos": description}
 
 
-@register("attention", version=3, params=AttentionParams, needs=("text", "attention"), stores_patterns=True)
+@register("attention", version=4, params=AttentionParams, needs=("text", "attention"), stores_patterns=True)
 def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> AnalysisOutput:
     """Attention pattern of every iteration, layer and head on the text (BOS prepended as the
     model expects), equal to the model's own attention probabilities. Patterns are stored per
     head and served by GET /api/analyses/{id}/attention; the summary holds per-head stats.
     Everything is taken from each layer's probabilities inside the one forward pass."""
     tokens = model.tokenize(require_text(inputs), inputs.max_tokens)  # [1, pos]
+    n_pos = tokens.shape[-1]
     inputs.progress("forward", 0.1)
     # stat -> [iteration, layer, head]
     encoder = model.entry.encoder
-    stacked, patterns = summarize_and_store(model, tokens, lambda probs: head_stats(probs[0], encoder), params.loop)
+    why = "it is not run by Loupe's own attention function" if not runs_natively(model) else None
+    if why is None and n_pos >= KEPT_FROM_TOKENS:
+        try:
+            stats = StreamedStats(n_pos, encoder)
+            patterns = summarize_and_keep(model, tokens, stats.add, params.loop)
+            stacked, source = stats.stacked(model.n_layers), "recomputed"
+        except NotModelled as exc:
+            why = str(exc)
+    if why is not None or n_pos < KEPT_FROM_TOKENS:
+        if n_pos > inputs.max_stored_tokens:
+            raise unsupported_long(model.id, n_pos, inputs.max_stored_tokens, why)
+        stacked, patterns = summarize_and_store(model, tokens, lambda probs: head_stats(probs[0], encoder), params.loop)
+        source = "stored"
     labels, descriptions = first_token_names(model, tokens)
     result = Attention(
         tokens=model.str_tokens(tokens[0]),
@@ -112,6 +173,7 @@ def attention(model: LoadedModel, params: AttentionParams, inputs: Inputs) -> An
         n_layers=model.n_layers,
         n_heads=model.n_heads,
         attention_layers=model.attention_layers,
+        pattern_source=source,
         head_stats={name: rounded(value) for name, value in stacked.items()},
         stat_labels=labels,
         stat_descriptions=descriptions,

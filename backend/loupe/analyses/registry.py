@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel
 
 from ..errors import InvalidInput
-from ..codec import PatternStore
+from ..codec import KeptAttention, PatternStore
 from ..hashing import content_key
 from ..loops import MAX_SEED  # every seed param's bound (re-exported for the analyses)
 
@@ -24,6 +24,7 @@ class Inputs:
 
     text: str | None = None
     max_tokens: int = 1024
+    max_stored_tokens: int = 2048  # longest prompt whose patterns are stored whole (where not recomputed)
     progress: Callable[[str, float], None] = field(default=lambda stage, fraction: None)
     # another analysis' JSON result by (registry name, params[, on]), from the run service's cache;
     # `on`: another loaded model (a checkpoint from `model_at`) instead of the analysis' own
@@ -37,7 +38,7 @@ class AnalysisOutput:
     """A summary result (small, JSON) and optionally patterns to store per head."""
 
     result: BaseModel
-    patterns: PatternStore | None = None  # every (iteration, layer, head)'s pattern, in stored form
+    patterns: PatternStore | KeptAttention | None = None  # every (iteration, layer, head)'s pattern, or what recomputes it
 
 
 # What an analysis can need. Inputs: `text` (a prompt), `labelled_data` (rows with labels, built in
