@@ -14,6 +14,7 @@ same function (runs.py), so what the page shows is what the forward computed.
 import json
 import math
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -143,16 +144,17 @@ class AttentionRule:
             entropy = -torch.special.xlogy(scores, scores).sum(-1)
         return Rows(start, first, scores, entropy, self.n_pos)
 
-    def head(self, query: torch.Tensor, key: torch.Tensor, row_start: int = 0, row_end: int | None = None) -> torch.Tensor:
-        """float32 [rows, T] of one head (query, key [T, d]; this rule of_head): rows [row_start, row_end)."""
+    def head(self, query: torch.Tensor, key: torch.Tensor, row_start: int = 0, row_end: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """One head's rows [row_start, row_end) (query, key [T, d]; a rule of_head), a chunk at a
+        time: (first row, float32 [rows, T], zero where the query sees no key)."""
         row_end = self.n_pos if row_end is None else row_end
-        out = query.new_zeros((row_end - row_start, self.n_pos))
-        step = self.chunk_rows(1)
+        step = min(512, self.chunk_rows(1))  # a request's scratch: 16 MB at T = 8,192
         for start in range(row_start, row_end, step):
             end = min(row_end, start + step)
             rows = self.rows(query[None, start:end], key[None], start)
-            out[start - row_start : end - row_start, rows.key_start : rows.key_start + rows.probs.shape[-1]] = rows.probs[0]
-        return out
+            out = query.new_zeros((end - start, self.n_pos))
+            out[:, rows.key_start : rows.key_start + rows.probs.shape[-1]] = rows.probs[0]
+            yield start, out
 
 
 def _mask_outside(scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:

@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ValidationError
 
 from .analyses import REGISTRY, AnalysisOutput, AnalysisSpec, Inputs
+from .attention_rule import AttentionRule
 from .capture import require_attention
+from .codec import decode_f32, decode_pattern
 from .config import Settings
 from .db.cache import ResultCache
 from .db.tables import Analysis, Blob, now
@@ -196,13 +200,13 @@ class RunService:
         if not spec_of(row.analysis).stores_patterns:
             raise NoPatterns(f"Analysis {key} is a {row.analysis}, which stores no attention patterns.")
         sizes = {"iteration": (iteration, row.result["n_iterations"])}
-        if name == "pattern":
+        if name in ("pattern", "query"):
             sizes |= {"layer": (layer, row.result["n_layers"]), "head": (head, row.result["n_heads"])}
         for what, (value, size) in sizes.items():
             if not 0 <= value < size:
                 raise InvalidInput(f"{what} must be in 0..{size - 1}, got {value}.")
         attending = row.result.get("attention_layers")
-        if name == "pattern" and attending is not None and layer not in attending:
+        if name in ("pattern", "query") and attending is not None and layer not in attending:
             raise NoPatterns(
                 f"Layer {layer} of {row.model} has no attention (a state-space, linear or convolution layer of a "
                 f"hybrid stack); the layers with attention are {attending}."
@@ -211,6 +215,27 @@ class RunService:
         if blob is None:
             raise NoPatterns(f"Analysis {key} stores no {name} at iteration {iteration}.")
         return row, blob
+
+    def head_rows(
+        self, key: str, iteration: int, layer: int, head: int, start: int = 0, end: int | None = None
+    ) -> tuple[Analysis, Iterator[tuple[int, torch.Tensor]]]:
+        """A done analysis and one head's pattern rows [start, end) at one iteration, a chunk at a
+        time (first row, float32 [rows, T]): decoded from the stored pattern, or recomputed exactly
+        from the kept queries, keys and rule (`pattern_source: recomputed`)."""
+        row = self.done(key)
+        if row.result.get("pattern_source") != "recomputed":
+            row, blob = self.pattern(key, "pattern", iteration, layer, head)
+            pattern = torch.from_numpy(decode_pattern(blob.codec, blob.data, blob.shape))
+            return row, iter([(start, pattern[start:end])])
+        row, query = self.pattern(key, "query", iteration, layer, head)
+        rule = AttentionRule.from_bytes(self.pattern(key, "rule", iteration, layer, -1)[1].data)
+        _, keys = self.pattern(key, "key", iteration, layer, head // rule.groups)
+        return row, rule.of_head(head).head(decode_f32(query.data, query.shape), decode_f32(keys.data, keys.shape), start, end)
+
+    def head_pattern(self, key: str, iteration: int, layer: int, head: int) -> tuple[Analysis, np.ndarray]:
+        """A done analysis and one head's whole pattern at one iteration: float32 [query_pos, key_pos]."""
+        row, chunks = self.head_rows(key, iteration, layer, head)
+        return row, torch.cat([block for _, block in chunks]).numpy()
 
     # ---- computing (in a job's thread) -------------------------------------------------------
 

@@ -6,15 +6,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import torch
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from ... import export
 from ...analyses import REGISTRY
-from ...codec import decode_pattern, decode_thumbnails
+from ...codec import decode_pattern, decode_thumbnails, encode_pattern
 from ...db.tables import Analysis
-from ...errors import AppError
+from ...errors import AppError, TooLong
+from ...tiles import MAX_SIZE, check_region, tile
 from ..deps import ClientDep, RunsDep, SettingsDep, TokenDep
 
 router = APIRouter(tags=["analyses"])
@@ -167,14 +169,71 @@ def get_attention(
     T = 1024 head of GPT-2 small against 2.1 MB of u16): a zlib stream of n uint16 values stored
     as all their low bytes then all their high bytes, where n is T*(T+1)/2 (X-Codec
     `tri-u16-zlib`: the causal lower triangle, row by row) or T*T (`full-u16-zlib`)."""
-    row, blob = runs.pattern(analysis_id, "pattern", iteration, layer, head)
-    headers = {"X-Shape": ",".join(map(str, blob.shape)), "Cache-Control": "public, max-age=31536000, immutable"}
+    row = runs.done(analysis_id)
+    if format == "json":
+        _refuse_whole_head(row, "JSON")
+    if row.result.get("pattern_source") == "recomputed":
+        row, pattern = runs.head_pattern(analysis_id, iteration, layer, head)
+        codec, data = encode_pattern(torch.from_numpy(pattern)) if format == "stored" else (None, b"")
+    else:
+        row, blob = runs.pattern(analysis_id, "pattern", iteration, layer, head)
+        codec, data = blob.codec, blob.data
+        pattern = None if format == "stored" else decode_pattern(blob.codec, blob.data, blob.shape)
+    n_pos = len(row.result["tokens"])
+    headers = {"X-Shape": f"{n_pos},{n_pos}", "Cache-Control": "public, max-age=31536000, immutable"}
     if format == "stored":
-        return Response(content=blob.data, media_type="application/octet-stream", headers={**headers, "X-Codec": blob.codec})
-    pattern = decode_pattern(blob.codec, blob.data, blob.shape)
+        return Response(content=data, media_type="application/octet-stream", headers={**headers, "X-Codec": codec})
     if format == "u16":
         return Response(np.rint(pattern * 65535).astype("<u2").tobytes(), media_type="application/octet-stream", headers=headers)
     return HeadPattern(tokens=row.result["tokens"], iteration=iteration, layer=layer, head=head, pattern=_rounded(pattern))
+
+
+# Past this many tokens a whole head is no JSON or CSV (4M numbers): the tile route serves it in views.
+MAX_TEXT_HEAD_TOKENS = 2048
+
+
+def _refuse_whole_head(row: Analysis, what: str) -> None:
+    n_pos = len(row.result["tokens"])
+    if n_pos > MAX_TEXT_HEAD_TOKENS:
+        raise TooLong(
+            f"A head of {n_pos} tokens is {n_pos * n_pos:,} weights: too many for {what} (at most {MAX_TEXT_HEAD_TOKENS} "
+            "tokens). Read it with format=u16 or format=stored, or a region at a time from /attention/tile."
+        )
+
+
+@router.get(
+    "/analyses/{analysis_id}/attention/tile", operation_id="get_attention_tile",
+    responses={200: {"content": BINARY, "description": "little-endian uint16 [rows, cols], weight * 65535"}},
+)
+def get_attention_tile(
+    analysis_id: str,
+    runs: RunsDep,
+    layer: Annotated[int, Query()] = 0,
+    head: Annotated[int, Query()] = 0,
+    iteration: Annotated[int, Query()] = 0,
+    q0: Annotated[int, Query(description="First query position of the region.")] = 0,
+    q1: Annotated[int | None, Query(description="One past its last query position (default T).")] = None,
+    k0: Annotated[int, Query(description="First key position.")] = 0,
+    k1: Annotated[int | None, Query(description="One past its last key position (default T).")] = None,
+    size: Annotated[int, Query(description=f"Most cells per side, 1..{MAX_SIZE}.")] = 512,
+    norm: Annotated[Literal["none", "row"], Query(description="`row`: each query row divided by its own maximum first.")] = "none",
+) -> Response:
+    """A region of one head's pattern, max-pooled to at most size x size cells: the page's overview
+    of a long map (the whole head at its own pixel size) and its tiles as it zooms. The body is
+    little-endian uint16 [rows, cols] (weight * 65535); rows = min(size, q1 - q0), cols likewise;
+    each cell is the maximum over its block of positions, the blocks as adaptive max pooling cuts
+    them (X-Shape: rows,cols; X-Region: q0,q1,k0,k1). A region of at most size tokens a side is the
+    weights themselves."""
+    row = runs.done(analysis_id)
+    region = check_region(len(row.result.get("tokens") or []), q0, q1, k0, k1, size)
+    row, chunks = runs.head_rows(analysis_id, iteration, layer, head, region[0], region[1])
+    values = tile(chunks, region, size, norm == "row")
+    headers = {
+        "X-Shape": f"{values.shape[0]},{values.shape[1]}", "X-Region": ",".join(map(str, region)),
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "Access-Control-Expose-Headers": "X-Shape, X-Region",
+    }
+    return Response(values.tobytes(), media_type="application/octet-stream", headers=headers)
 
 
 def _rounded(pattern: np.ndarray) -> list[list[float]]:
@@ -221,8 +280,9 @@ def export_attention_csv(
     iteration: Annotated[int, Query()] = 0,
 ) -> Response:
     """One head's pattern at one iteration as CSV: `query_pos, key_pos, query_token, key_token, weight`."""
-    row, blob = runs.pattern(analysis_id, "pattern", iteration, layer, head)
-    pattern = _rounded(decode_pattern(blob.codec, blob.data, blob.shape))
+    _refuse_whole_head(runs.done(analysis_id), "CSV")
+    row, pattern = runs.head_pattern(analysis_id, iteration, layer, head)
+    pattern = _rounded(pattern)
     name = export.file_name(row, "csv", f"L{layer}H{head}-it{iteration}")
     return _download(export.to_csv(*export.pattern_rows(row.result["tokens"], pattern)), "text/csv; charset=utf-8", name)
 

@@ -1,0 +1,44 @@
+"""A head's pattern as the page draws it at any zoom: a region of query x key positions, max-pooled
+to at most size x size cells, as 16-bit weights.
+
+At T = 8,192 a head is 67M weights: the page asks for the whole map at its own pixel size (the
+overview) and, as it zooms, for the region in view at that size, down to single tokens. A cell is
+the maximum over its block, so a lone strong weight stays visible at every zoom.
+"""
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from .codec import SCALE
+from .errors import InvalidInput
+
+MAX_SIZE = 2048
+
+
+def check_region(n_pos: int, q0: int, q1: int | None, k0: int, k1: int | None, size: int) -> tuple[int, int, int, int]:
+    """The region (q0, q1, k0, k1) with its defaults (the whole map), or InvalidInput naming what is off."""
+    q1, k1 = n_pos if q1 is None else q1, n_pos if k1 is None else k1
+    for axis, lo, hi in (("query", q0, q1), ("key", k0, k1)):
+        if not 0 <= lo < hi <= n_pos:
+            raise InvalidInput(f"The {axis} range {lo}..{hi} is not within 0..{n_pos} (start < end).")
+    if not 1 <= size <= MAX_SIZE:
+        raise InvalidInput(f"size must be in 1..{MAX_SIZE}, got {size}.")
+    return q0, q1, k0, k1
+
+
+def tile(rows: Iterable[tuple[int, torch.Tensor]], region: tuple[int, int, int, int], size: int, per_row: bool) -> np.ndarray:
+    """uint16 [min(size, q1 - q0), min(size, k1 - k0)] (weight * 65535) of the region, from the
+    head's rows [q0, q1) given a chunk at a time as (first row, float32 [rows, T]). `per_row`: each
+    row is divided by its own maximum over all its keys first (its strongest key shows as 1)."""
+    q0, q1, k0, k1 = region
+    n_cols = min(size, k1 - k0)
+    columns = torch.empty((q1 - q0, n_cols))  # [query, column bin]: pooled over keys, chunk by chunk
+    for start, block in rows:
+        if per_row:
+            block = block / block.amax(-1, keepdim=True).clamp(min=1e-30)
+        region_block = block[:, k0:k1]
+        columns[start - q0 : start - q0 + len(block)] = torch.nn.functional.adaptive_max_pool1d(region_block[None], n_cols)[0]
+    pooled = torch.nn.functional.adaptive_max_pool1d(columns.T[None].contiguous(), min(size, q1 - q0))[0].T  # [row bin, column bin]
+    return (pooled.clamp(0, 1) * SCALE).round().to(torch.int32).numpy().astype("<u2")
