@@ -71,7 +71,7 @@ def build_tiny_gpt2(path: Path, n_layer: int = 2, n_head: int = 4, n_ctx: int = 
     return _save(path, GPT2LMHeadModel(config), fast)
 
 
-def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int = 0, tokenizer=None) -> Path:
+def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int = 0, tokenizer=None, n_ctx: int = 128) -> Path:
     """A random-init 2-layer Llama with grouped-query attention (n_kv_head key/value heads shared
     by n_head query heads) and rotary positions, saved under `path` with `tokenizer` (default the
     byte-level BPE; sentencepiece_tokenizer() for a Llama 2-style one)."""
@@ -87,7 +87,7 @@ def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int 
         num_hidden_layers=2,
         num_attention_heads=n_head,
         num_key_value_heads=n_kv_head,
-        max_position_embeddings=128,
+        max_position_embeddings=n_ctx,
         bos_token_id=0,
         eos_token_id=0,
     )
