@@ -61,6 +61,12 @@ def _note(text: str) -> str:
     return f"; {text}" if text else ""
 
 
+def _refused(name: str, exc: AppError) -> Outcome:
+    """A refusal (a 422) or an error (any other status) of Loupe's, as the matrix reports it."""
+    kind = "refused" if exc.status == REFUSED_STATUS else "error"
+    return Outcome(name, kind, f"{type(exc).__name__} {exc.status}: {' '.join(exc.message.split())[:240]}")
+
+
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]}"
 
@@ -182,8 +188,7 @@ def check_kept(name: str, root: Path, store: ModelStore) -> Outcome:
     except attention_rule.NotModelled as exc:
         return Outcome(name, "refused", f"kept path declined: {exc}")
     except AppError as exc:
-        kind = "refused" if exc.status == REFUSED_STATUS else "error"
-        return Outcome(name, kind, f"{type(exc).__name__} {exc.status}: {' '.join(exc.message.split())[:240]}")
+        return _refused(name, exc)
     except Exception as exc:
         return Outcome(name, "error", _short(exc))
     hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
@@ -216,8 +221,7 @@ def check_logit_lens(name: str, root: Path, store: ModelStore) -> Outcome:
         with model.lock:
             result = logit_lens(model, LogitLensParams(position=-1, top_k=5), Inputs(text=PROMPT, max_tokens=256)).result
     except AppError as exc:
-        kind = "refused" if exc.status == REFUSED_STATUS else "error"
-        return Outcome(name, kind, f"{type(exc).__name__} {exc.status}: {' '.join(exc.message.split())[:240]}")
+        return _refused(name, exc)
     except Exception as exc:
         return Outcome(name, "error", _short(exc))
     hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
