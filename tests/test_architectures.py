@@ -201,7 +201,7 @@ def check_kept(name: str, root: Path, store: ModelStore) -> Outcome:
     d_pattern = d_stats = 0.0
     for want, layer in zip(attentions, layers):
         query, key, rule = kept.kept[0, layer]
-        got = torch.stack([torch.cat([rows for _, rows in rule.of_head(h).head(query[h], key[h // rule.groups])]) for h in range(len(query))])
+        got = torch.stack([torch.cat([block.full(rule.n_pos) for block in rule.of_head(h).head(query[h], key[h // rule.groups])]) for h in range(len(query))])
         d_pattern = max(d_pattern, (got - want).abs().max().item(), (kept.pooled[0, layer] - _max_pool(want)).abs().max().item())
         full = head_stats(want, model.entry.encoder)
         d_stats = max(d_stats, *((streamed[stat][0, layer] - full[stat]).abs().max().item() for stat in full))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from loupe import attention_rule
-from loupe.attention_rule import AttentionRule, NotModelled, _intervals
+from loupe.attention_rule import AttentionRule, Block, NotModelled, _intervals
 from loupe.tiles import tile
 
 T, D = 37, 8
@@ -56,7 +56,7 @@ def test_rows_equal_plain_attention(mask_name, extra):
     expanded = key[0].repeat_interleave(n_heads // n_kv, 0)
     want = plain_attention(query[0], expanded, 0.3, allowed, softcap, sinks)  # [head, q, k]
     for head in range(n_heads):
-        got = torch.cat([rows for _, rows in rule.of_head(head).head(query[0, head], key[0, head // rule.groups])])
+        got = torch.cat([block.full(T) for block in rule.of_head(head).head(query[0, head], key[0, head // rule.groups])])
         assert (got - want[head]).abs().max() < 1e-6
     rows = rule.rows(query[0, :, 20:36], expanded, 20)  # a block of rows of every head, with its entropy
     block = torch.zeros(n_heads, 16, T)
@@ -105,9 +105,10 @@ def test_intervals_read_every_row():
 def test_a_tile_is_the_max_pool_of_its_region(region, size, per_row):
     pattern = torch.rand(T, T, generator=torch.Generator().manual_seed(7)).tril()
     pattern /= pattern.sum(-1, keepdim=True)
+    pattern[:, :2] = 0  # blocks hold keys 2.. only: the rest must read as 0
     q0, q1, k0, k1 = region
-    chunks = [(start, pattern[start : min(q1, start + 6)]) for start in range(q0, q1, 6)]  # rows come in chunks
-    got = torch.from_numpy(tile(chunks, region, size, per_row).astype("float32")) / 65535
-    source = pattern / pattern.amax(-1, keepdim=True) if per_row else pattern
+    blocks = [Block(start, 2, pattern[start : min(q1, start + 6), 2:]) for start in range(q0, q1, 6)]  # rows come in blocks
+    got = torch.from_numpy(tile(blocks, region, size, per_row).astype("float32")) / 65535
+    source = pattern / pattern.amax(-1, keepdim=True).clamp(min=1e-30) if per_row else pattern  # a row of zeros stays 0
     want = torch.nn.functional.adaptive_max_pool2d(source[q0:q1, k0:k1][None], (min(size, q1 - q0), min(size, k1 - k0)))[0]
     assert got.shape == want.shape and (got - want).abs().max() <= 0.5 / 65535 + 1e-7

@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from .analyses import REGISTRY, AnalysisOutput, AnalysisSpec, Inputs
-from .attention_rule import AttentionRule
+from .attention_rule import AttentionRule, Block
 from .capture import require_attention
 from .codec import decode_f32, decode_pattern
 from .config import Settings
@@ -42,15 +42,14 @@ MAX_CHARS_PER_TOKEN = 32
 
 @dataclass
 class HeadRows:
-    """One head's pattern at one iteration: T, and rows(start, end) giving rows [start, end) a block
-    at a time as (first row, float32 [rows, T])."""
+    """One head's pattern at one iteration: T, and rows(start, end) giving rows [start, end) a Block at a time."""
 
     n_pos: int
-    rows: Callable[[int, int | None], Iterator[tuple[int, torch.Tensor]]]
+    rows: Callable[[int, int | None], Iterator[Block]]
 
     def whole(self) -> torch.Tensor:
         """The whole pattern: float32 [query_pos, key_pos]."""
-        return torch.cat([block for _, block in self.rows(0, None)])
+        return torch.cat([block.full(self.n_pos) for block in self.rows(0, None)])
 
 
 @dataclass(frozen=True)
@@ -237,7 +236,7 @@ class RunService:
         if row.result.get("pattern_source") != "recomputed":
             row, blob = self.pattern(key, "pattern", iteration, layer, head)
             pattern = torch.from_numpy(decode_pattern(blob.codec, blob.data, blob.shape))  # [query_pos, key_pos]
-            return row, HeadRows(pattern.shape[0], lambda start, end: iter([(start, pattern[start:end])]))
+            return row, HeadRows(pattern.shape[0], lambda start, end: iter([Block(start, 0, pattern[start:end])]))
         row, query = self.pattern(key, "query", iteration, layer, head)
         rule = AttentionRule.from_bytes(self.pattern(key, "rule", iteration, layer, -1)[1].data)
         _, keys = self.pattern(key, "key", iteration, layer, head // rule.groups)
