@@ -41,8 +41,9 @@ class Rows:
     start: int
     key_start: int
     probs: torch.Tensor
-    entropy: torch.Tensor
+    entropy: torch.Tensor | None
     n_pos: int  # T: every row's keys
+    output: torch.Tensor | None = None  # [head, n, d_v]: the attention output of these rows, when asked for
 
 
 @dataclass
@@ -129,10 +130,15 @@ class AttentionRule:
         """Query rows per chunk: CHUNK_BYTES of scores at most, 16 rows at least."""
         return max(16, min(self.n_pos, CHUNK_BYTES // (4 * n_heads * self.n_pos)))
 
-    def rows(self, query: torch.Tensor, key: torch.Tensor, start: int, out: torch.Tensor | None = None) -> Rows:
+    def rows(
+        self, query: torch.Tensor, key: torch.Tensor, start: int, out: torch.Tensor | None = None,
+        values: torch.Tensor | None = None, entropy: bool = True,
+    ) -> Rows:
         """Rows [start, start + n) of every head: query [head, n, d] (those rows' queries), key
         [head, T, d] (each query head's keys, groups already expanded). `out`: a float32 scratch
-        of at least head * n * keys values the probabilities may be written into."""
+        of at least head * n * keys values the probabilities may be written into. `values`
+        [head, T, d_v + d], each head's values then its keys: the rows' attention output is
+        computed too, in the one product that also gives the entropy. `entropy` False: none."""
         n_heads, n_rows, _ = query.shape
         lo, hi = self.lo[start : start + n_rows], self.hi[start : start + n_rows]
         first, last = int(lo.min()), int(hi.max())  # the keys any of these rows sees
@@ -151,14 +157,17 @@ class AttentionRule:
         if self.sinks is not None:
             total += torch.exp(self.sinks.view(-1, 1, 1) - peak)
         scores.div_(total)  # now the probabilities
-        log_total = (peak + total.log()).squeeze(-1)  # [head, n]: log of the softmax' denominator
-        if self.softcap is None:  # -sum p log p = log Z sum p - sum p s, and sum p s = scale q . (P K)
+        products = None if values is None else torch.matmul(scores, values[:, first:last])  # [head, n, d_v + d]
+        output = None if products is None else products[..., : values.shape[-1] - key.shape[-1]]
+        spread = None
+        if entropy and self.softcap is None:  # -sum p log p = log Z sum p - sum p s, and sum p s = scale q . (P K)
+            log_total = (peak + total.log()).squeeze(-1)  # [head, n]: log of the softmax' denominator
             mass = scores.sum(-1) if self.sinks is not None else 1.0
-            weighted = torch.matmul(scores, key[:, first:last])  # [head, n, d]
-            entropy = log_total * mass - (query * self.scaling * weighted).sum(-1)
-        else:
-            entropy = -torch.special.xlogy(scores, scores).sum(-1)
-        return Rows(start, first, scores, entropy, self.n_pos)
+            weighted = torch.matmul(scores, key[:, first:last]) if products is None else products[..., output.shape[-1] :]  # [head, n, d]
+            spread = log_total * mass - (query * self.scaling * weighted).sum(-1)
+        elif entropy:
+            spread = -torch.special.xlogy(scores, scores).sum(-1)
+        return Rows(start, first, scores, spread, self.n_pos, output)
 
     def head(self, query: torch.Tensor, key: torch.Tensor, row_start: int = 0, row_end: int | None = None) -> Iterator[Block]:
         """One head's rows [row_start, row_end) (query, key [T, d]; a rule of_head), a block at a
@@ -166,7 +175,7 @@ class AttentionRule:
         row_end = self.n_pos if row_end is None else row_end
         step = min(512, self.chunk_rows(1))  # a request's scratch: 16 MB at T = 8,192
         for start in range(row_start, row_end, step):
-            rows = self.rows(query[None, start : min(row_end, start + step)], key[None], start)
+            rows = self.rows(query[None, start : min(row_end, start + step)], key[None], start, entropy=False)
             yield Block(start, rows.key_start, rows.probs[0])
 
 

@@ -103,15 +103,18 @@ class _Recording:
         iteration = self.counts[layer] - 1
         on_rows, on_kept = self.kept
         query, key, value = query[0], key[0], value[0]  # [head, T, d], [kv_head, T, d]
-        keys, values = (key.repeat_interleave(rule.groups, 0), value.repeat_interleave(rule.groups, 0)) if rule.groups > 1 else (key, value)
+        values_keys = torch.cat([value, key], -1)  # [kv_head, T, d_v + d]: one product gives the output and the entropy
+        if rule.groups > 1:
+            values_keys = values_keys.repeat_interleave(rule.groups, 0)  # [head, T, d_v + d]
+        keys = values_keys[..., value.shape[-1] :]
         n_heads, n_pos, _ = query.shape
-        output = query.new_empty((n_heads, n_pos, value.shape[-1]))  # [head, T, d]
+        output = query.new_empty((n_heads, n_pos, value.shape[-1]))  # [head, T, d_v]
         step = rule.chunk_rows(n_heads)
         scratch = self.buffer(query, (n_heads * step * n_pos,))
         for start in range(0, n_pos, step):
             checkpoint()
-            rows = rule.rows(query[:, start : start + step], keys, start, out=scratch)
-            torch.matmul(rows.probs, values[:, rows.key_start : rows.key_start + rows.probs.shape[-1]], out=output[:, start : start + step])
+            rows = rule.rows(query[:, start : start + step], keys, start, out=scratch, values=values_keys)
+            output[:, start : start + step] = rows.output
             on_rows(iteration, layer, rows)
         on_kept(iteration, layer, query, key, rule)
         return output.transpose(0, 1)[None].contiguous()  # [1, T, head, d]
