@@ -11,6 +11,9 @@ import { displayToken } from "./plotting.js";
 /** Past this many tokens a head's pattern is drawn here, not as a Plotly heatmap (heatmaps.js). */
 export const LONG_TOKENS = 512;
 export const isLong = (tokens) => tokens.length > LONG_TOKENS;
+/** Up to this many tokens a long head's whole pattern is still fetched, for the token view beside
+ * the map (the server's limit for a whole head as JSON too); past it the map is all there is. */
+export const WHOLE_HEAD_TOKENS = 2048;
 
 const MAX_TILE = 2048; // the tile endpoint's largest size
 const MIN_LABEL_PX = 10; // an axis shows every token's text once each gets this many pixels
@@ -29,14 +32,15 @@ const MARKUP = `
   <div class="long-map-grid">
     <div class="long-map-queries" data-role="queries" data-testid="long-map-queries"></div>
     <div class="long-map-stage" data-role="stage">
-      <canvas data-testid="long-map" data-ready="false"></canvas>
+      <canvas data-testid="long-map" data-ready="false" role="img" aria-label="Attention pattern: query positions down, key positions across"></canvas>
       <div class="long-map-box" data-role="box" hidden></div>
     </div>
     <span class="long-map-title">query ↓ · key →</span>
     <div class="long-map-keys" data-role="keys" data-testid="long-map-keys"></div>
   </div>
   <p class="hover-readout" data-testid="hover-readout"></p>
-  <p class="hint">The token view and the iteration comparison show prompts of up to ${LONG_TOKENS} tokens.</p>`;
+  <p class="hint">Past ${LONG_TOKENS} tokens there is no iteration comparison, and past ${WHOLE_HEAD_TOKENS.toLocaleString("en")}
+    no token view: each would need the whole head.</p>`;
 
 let marked = false; // performance mark of the first overview painted (bench/paint.py reads loupe:*)
 

@@ -270,7 +270,7 @@ async function renderDetail() {
   plot.hidden = long;
   $("long-map-view").hidden = !long;
   try {
-    if (long) return await showLongMap(chart);
+    if (long) return await showLongMap(chart, request);
     const rows = await api.getPattern(id, { layer, head, iteration });
     if (request !== detailRequest) return;
     performance.mark("loupe:pattern-decoded"); // read by bench/paint.py: where a slow paint goes
@@ -292,14 +292,19 @@ async function renderDetail() {
   }
 }
 
-/** A long prompt's head, drawn from tiles (longmap.js). No whole pattern is fetched, so there is
- * no token view, iteration comparison or second prompt's map beside it. */
-function showLongMap(chart) {
+/** A long prompt's head, drawn from tiles (longmap.js); then, up to longMap.WHOLE_HEAD_TOKENS,
+ * its whole pattern for the token view. No iteration comparison or second prompt's map: they draw
+ * whole heads with Plotly. */
+async function showLongMap(chart, request) {
   clearPattern($("pattern-plot"));
-  for (const id of ["token-view", "compare", "compare-control"]) $(id).hidden = true;
   const { layer, head, iteration, zoom, color } = state;
   const { id, result } = current;
-  return longMap.show($("long-map-view"), { id, layer, head, iteration, tokens: result.tokens, zoom, color, name: fileName(chart) });
+  const whole = result.tokens.length <= longMap.WHOLE_HEAD_TOKENS;
+  for (const el of ["compare", "compare-control", ...(whole ? [] : ["token-view"])]) $(el).hidden = true;
+  await longMap.show($("long-map-view"), { id, layer, head, iteration, tokens: result.tokens, zoom, color, name: fileName(chart) });
+  if (!whole) return;
+  const rows = await api.getPattern(id, { layer, head, iteration }); // after the map: a shared link paints first
+  if (request === detailRequest) await showTokenView(rows);
 }
 
 let tokenRequest = 0;

@@ -157,6 +157,7 @@ def test_a_long_map_zooms_to_labelled_tokens_hovers_exactly_and_reopens_from_its
     assert page.locator("#pattern-plot").is_hidden() and page.locator("#pattern-plot .heatmaplayer").count() == 0
     assert all(token is None for _, token in overview["queries"] + overview["keys"]) and 4 <= len(overview["queries"]) <= 12
     assert page.evaluate("performance.getEntriesByName('loupe:long-map-drawn').length") == 1
+    page.wait_for_selector(f"#token-view[data-ready^='{analysis['id']}/{LAYER}/{HEAD}/']")  # under 2,048 tokens: a token view too
 
     # Hover a strong pooled cell: its block, then the query and key whose weight is the block's maximum.
     rows = np.arange(len(cells))
