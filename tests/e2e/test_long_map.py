@@ -5,6 +5,7 @@ share link that reopens the same zoom."""
 
 import base64
 import re
+import struct
 import time
 
 import httpx
@@ -196,6 +197,14 @@ def test_a_long_map_zooms_to_labelled_tokens_hovers_exactly_and_reopens_from_its
     exact = readout(page, EXACT + "$")
     assert (int(exact[1]), exact[2], int(exact[3]), exact[4]) == (q, display(tokens[q]), k, display(tokens[k]))
     assert abs(float(exact[5]) - weights[q, k]) <= 1e-3 and weights[q, k] > 0.05
+
+    # The head's export menu saves the map as PNG, at the canvas' own pixels.
+    page.click("[data-testid=export-head] summary")
+    with page.expect_download() as download:
+        page.click("[data-testid=export-head] [data-export=png]")
+    png = open(download.value.path(), "rb").read()
+    assert download.value.suggested_filename == f"loupe-local_llama2k-attention-L{LAYER}H{HEAD}.png"
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == tuple(zoomed["size"][::-1])
 
     # Colour scales: each one redraws (not ready, then ready) in its own colours; row fetches norm=row
     # (divided by the row's maximum before 16-bit rounding: a step of slack).
