@@ -61,6 +61,12 @@ def _note(text: str) -> str:
     return f"; {text}" if text else ""
 
 
+def _refused(name: str, exc: AppError) -> Outcome:
+    """A refusal (a 422) or an error (any other status) of Loupe's, as the matrix reports it."""
+    kind = "refused" if exc.status == REFUSED_STATUS else "error"
+    return Outcome(name, kind, f"{type(exc).__name__} {exc.status}: {' '.join(exc.message.split())[:240]}")
+
+
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]}"
 
@@ -158,6 +164,51 @@ def _check(name: str, root: Path, store: ModelStore) -> Outcome:
     return Outcome(name, "exact" if exact else "mismatch", "; ".join(notes), d_pattern, d_logits, metadata)
 
 
+def check_kept(name: str, root: Path, store: ModelStore) -> Outcome:
+    """The kept path of long prompts, on PROMPT in chunks of 16 query rows: every head recomputed from
+    the kept queries, keys and rule equals HF eager attention (sliding windows, chunks, soft-capping,
+    sinks and GQA included), and the streamed head stats and thumbnails equal those of the eager
+    patterns; or the path declines the model (NotModelled: its long prompts store patterns, up to
+    LOUPE_MAX_STORED_TOKENS) or Loupe refuses it with a 422."""
+    from loupe import attention_rule
+    from loupe.analyses.attention import StreamedStats, head_stats
+    from loupe.capture import summarize_and_keep
+    from loupe.codec import _max_pool
+
+    try:
+        model = store.get(f"local/{name}")
+        tokens = model.tokenize(PROMPT, 256)  # [1, pos]
+        stats = StreamedStats(tokens.shape[1], model.entry.encoder)
+        saved, attention_rule.CHUNK_BYTES = attention_rule.CHUNK_BYTES, 1  # 16 rows a chunk: the prompt spans two
+        try:
+            with model.lock:
+                kept = summarize_and_keep(model, tokens, stats.add)
+        finally:
+            attention_rule.CHUNK_BYTES = saved
+    except attention_rule.NotModelled as exc:
+        return Outcome(name, "refused", f"kept path declined: {exc}")
+    except AppError as exc:
+        return _refused(name, exc)
+    except Exception as exc:
+        return Outcome(name, "error", _short(exc))
+    hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
+    with torch.no_grad():
+        attentions = [a.float()[0] for a in hf(tokens, output_attentions=True).attentions or () if a is not None]  # [head, q, k]
+    layers = sorted(layer for _, layer in kept.kept)
+    if len(attentions) != len(layers):
+        return Outcome(name, "mismatch", f"HF returned {len(attentions)} attention tensors, the kept path {len(layers)} layers")
+    streamed = stats.stacked(model.n_layers)
+    d_pattern = d_stats = 0.0
+    for want, layer in zip(attentions, layers):
+        query, key, rule = kept.kept[0, layer]
+        got = torch.stack([torch.cat([block.full(rule.n_pos) for block in rule.of_head(h).head(query[h], key[h // rule.groups])]) for h in range(len(query))])
+        d_pattern = max(d_pattern, (got - want).abs().max().item(), (kept.pooled[0, layer] - _max_pool(want)).abs().max().item())
+        full = head_stats(want, model.entry.encoder)
+        d_stats = max(d_stats, *((streamed[stat][0, layer] - full[stat]).abs().max().item() for stat in full))
+    exact = d_pattern <= TOLERANCE and d_stats <= TOLERANCE
+    return Outcome(name, "exact" if exact else "mismatch", f"head stats within {d_stats:.2e}", d_pattern)
+
+
 def check_logit_lens(name: str, root: Path, store: ModelStore) -> Outcome:
     """The logit lens at the last token: its exit layer (the last layer of a plain model) must be the
     model's own next-token distribution, a plain HF forward's softmax (top tokens and their
@@ -170,8 +221,7 @@ def check_logit_lens(name: str, root: Path, store: ModelStore) -> Outcome:
         with model.lock:
             result = logit_lens(model, LogitLensParams(position=-1, top_k=5), Inputs(text=PROMPT, max_tokens=256)).result
     except AppError as exc:
-        kind = "refused" if exc.status == REFUSED_STATUS else "error"
-        return Outcome(name, kind, f"{type(exc).__name__} {exc.status}: {' '.join(exc.message.split())[:240]}")
+        return _refused(name, exc)
     except Exception as exc:
         return Outcome(name, "error", _short(exc))
     hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
@@ -208,7 +258,7 @@ def test_the_matrix_covers_every_supported_decoder_only_architecture():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("check", [check_architecture, check_logit_lens], ids=["attention", "logit_lens"])
+@pytest.mark.parametrize("check", [check_architecture, check_logit_lens, check_kept], ids=["attention", "logit_lens", "kept"])
 @pytest.mark.parametrize("name", ALL)
 def test_exact_against_the_model_itself_or_refused(architecture_models, name, check):
     """Attention: every pattern equals HF eager and the capture run's logits a plain forward. Logit

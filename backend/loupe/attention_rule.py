@@ -46,6 +46,22 @@ class Rows:
 
 
 @dataclass
+class Block:
+    """Rows [start, start + n) of one head's pattern: `probs` float32 [n, keys] over keys
+    [key_start, key_start + keys); every other weight of these rows is 0."""
+
+    start: int
+    key_start: int
+    probs: torch.Tensor
+
+    def full(self, n_pos: int) -> torch.Tensor:
+        """The rows over all n_pos keys: float32 [n, n_pos]."""
+        out = self.probs.new_zeros((len(self.probs), n_pos))
+        out[:, self.key_start : self.key_start + self.probs.shape[-1]] = self.probs
+        return out
+
+
+@dataclass
 class AttentionRule:
     scaling: float
     groups: int  # query heads per key head
@@ -144,17 +160,14 @@ class AttentionRule:
             entropy = -torch.special.xlogy(scores, scores).sum(-1)
         return Rows(start, first, scores, entropy, self.n_pos)
 
-    def head(self, query: torch.Tensor, key: torch.Tensor, row_start: int = 0, row_end: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """One head's rows [row_start, row_end) (query, key [T, d]; a rule of_head), a chunk at a
-        time: (first row, float32 [rows, T], zero where the query sees no key)."""
+    def head(self, query: torch.Tensor, key: torch.Tensor, row_start: int = 0, row_end: int | None = None) -> Iterator[Block]:
+        """One head's rows [row_start, row_end) (query, key [T, d]; a rule of_head), a block at a
+        time: each the keys some of its rows see (the rest of every row is 0)."""
         row_end = self.n_pos if row_end is None else row_end
         step = min(512, self.chunk_rows(1))  # a request's scratch: 16 MB at T = 8,192
         for start in range(row_start, row_end, step):
-            end = min(row_end, start + step)
-            rows = self.rows(query[None, start:end], key[None], start)
-            out = query.new_zeros((end - start, self.n_pos))
-            out[:, rows.key_start : rows.key_start + rows.probs.shape[-1]] = rows.probs[0]
-            yield start, out
+            rows = self.rows(query[None, start : min(row_end, start + step)], key[None], start)
+            yield Block(start, rows.key_start, rows.probs[0])
 
 
 def _mask_outside(scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:

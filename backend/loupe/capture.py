@@ -50,6 +50,11 @@ _MODELLED = frozenset(
 )
 
 
+# Arguments a mixture-of-experts model passes down to every module: they say what to return, not how
+# attention computes (the kept path; the pattern path hands such calls to the model's own function).
+_ROUTING = frozenset({"output_router_logits"})
+
+
 @dataclass
 class _Recording:
     layer_of: dict[int, int]  # id(HF attention module) -> layer
@@ -87,7 +92,7 @@ class _Recording:
         """The kept path's attention (output [1, q, head, d]): computed chunk by chunk of query rows
         through the layer's AttentionRule, each chunk handed to on_rows, then the layer's queries,
         keys and rule to on_kept. NotModelled where the rule does not model the call."""
-        extra = {name: value for name, value in kwargs.items() if value is not None and name not in _MODELLED}
+        extra = {name: value for name, value in kwargs.items() if value is not None and name not in _MODELLED | _ROUTING}
         softcap, sinks = extra.pop("softcap", None), extra.pop("s_aux", None)
         if extra or dropout or query.dtype != torch.float32 or query.shape[0] != 1 or self.to_cpu:
             raise NotModelled(f"arguments {sorted(extra)}" if extra else "half precision, dropout, a batch or a spread model")

@@ -216,7 +216,7 @@ class PatternStore:
         return out
 
 
-def _bins(n: int, side: int) -> list[tuple[int, int]]:
+def bins(n: int, side: int) -> list[tuple[int, int]]:
     """The [start, end) of each of `side` max-pool bins over n positions, as adaptive_max_pool2d takes them."""
     return [(i * n // side, -(-(i + 1) * n // side)) for i in range(side)]
 
@@ -244,11 +244,11 @@ class KeptAttention:
             self.pooled[iteration, layer] = rows.probs.new_zeros((n_heads, side, side))
         pooled = self.pooled[iteration, layer]
         columns = rows.probs.new_zeros((n_heads, n_rows, side))  # [head, rows, column bin]
-        for col, (start, end) in enumerate(_bins(rows.n_pos, side)):
+        for col, (start, end) in enumerate(bins(rows.n_pos, side)):
             start, end = max(start, rows.key_start), min(end, rows.key_start + n_keys)
             if start < end:
                 columns[..., col] = rows.probs[..., start - rows.key_start : end - rows.key_start].amax(-1)
-        for row, (start, end) in enumerate(_bins(rows.n_pos, side)):
+        for row, (start, end) in enumerate(bins(rows.n_pos, side)):
             start, end = max(start, rows.start), min(end, rows.start + n_rows)
             if start < end:
                 torch.maximum(pooled[:, row], columns[:, start - rows.start : end - rows.start].amax(1), out=pooled[:, row])

@@ -9,7 +9,7 @@ stores it. Routes call this; nothing below it knows about HTTP.
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from .analyses import REGISTRY, AnalysisOutput, AnalysisSpec, Inputs
-from .attention_rule import AttentionRule
+from .attention_rule import AttentionRule, Block
 from .capture import require_attention
 from .codec import decode_f32, decode_pattern
 from .config import Settings
@@ -38,6 +38,18 @@ log = logging.getLogger(__name__)
 
 # Characters per token can exceed 1 only so far; longer texts are refused before tokenizing.
 MAX_CHARS_PER_TOKEN = 32
+
+
+@dataclass
+class HeadRows:
+    """One head's pattern at one iteration: T, and rows(start, end) giving rows [start, end) a Block at a time."""
+
+    n_pos: int
+    rows: Callable[[int, int | None], Iterator[Block]]
+
+    def whole(self) -> torch.Tensor:
+        """The whole pattern: float32 [query_pos, key_pos]."""
+        return torch.cat([block.full(self.n_pos) for block in self.rows(0, None)])
 
 
 @dataclass(frozen=True)
@@ -216,26 +228,20 @@ class RunService:
             raise NoPatterns(f"Analysis {key} stores no {name} at iteration {iteration}.")
         return row, blob
 
-    def head_rows(
-        self, key: str, iteration: int, layer: int, head: int, start: int = 0, end: int | None = None
-    ) -> tuple[Analysis, Iterator[tuple[int, torch.Tensor]]]:
-        """A done analysis and one head's pattern rows [start, end) at one iteration, a chunk at a
-        time (first row, float32 [rows, T]): decoded from the stored pattern, or recomputed exactly
-        from the kept queries, keys and rule (`pattern_source: recomputed`)."""
+    def head(self, key: str, iteration: int, layer: int, head: int) -> tuple[Analysis, "HeadRows"]:
+        """A done analysis and one head's pattern at one iteration, to be read a block of rows at a
+        time: decoded from the stored pattern, or recomputed exactly from the kept queries, keys and
+        rule (`pattern_source: recomputed`). Unknown or out-of-range ids are refused here."""
         row = self.done(key)
         if row.result.get("pattern_source") != "recomputed":
             row, blob = self.pattern(key, "pattern", iteration, layer, head)
-            pattern = torch.from_numpy(decode_pattern(blob.codec, blob.data, blob.shape))
-            return row, iter([(start, pattern[start:end])])
+            pattern = torch.from_numpy(decode_pattern(blob.codec, blob.data, blob.shape))  # [query_pos, key_pos]
+            return row, HeadRows(pattern.shape[0], lambda start, end: iter([Block(start, 0, pattern[start:end])]))
         row, query = self.pattern(key, "query", iteration, layer, head)
         rule = AttentionRule.from_bytes(self.pattern(key, "rule", iteration, layer, -1)[1].data)
         _, keys = self.pattern(key, "key", iteration, layer, head // rule.groups)
-        return row, rule.of_head(head).head(decode_f32(query.data, query.shape), decode_f32(keys.data, keys.shape), start, end)
-
-    def head_pattern(self, key: str, iteration: int, layer: int, head: int) -> tuple[Analysis, np.ndarray]:
-        """A done analysis and one head's whole pattern at one iteration: float32 [query_pos, key_pos]."""
-        row, chunks = self.head_rows(key, iteration, layer, head)
-        return row, torch.cat([block for _, block in chunks]).numpy()
+        query_, keys_ = decode_f32(query.data, query.shape), decode_f32(keys.data, keys.shape)
+        return row, HeadRows(rule.n_pos, lambda start, end: rule.of_head(head).head(query_, keys_, start, end))
 
     # ---- computing (in a job's thread) -------------------------------------------------------
 

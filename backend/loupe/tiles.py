@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from .attention_rule import Block
 from .codec import SCALE
 from .errors import InvalidInput
 
@@ -28,17 +29,19 @@ def check_region(n_pos: int, q0: int, q1: int | None, k0: int, k1: int | None, s
     return q0, q1, k0, k1
 
 
-def tile(rows: Iterable[tuple[int, torch.Tensor]], region: tuple[int, int, int, int], size: int, per_row: bool) -> np.ndarray:
+def tile(blocks: Iterable[Block], region: tuple[int, int, int, int], size: int, per_row: bool) -> np.ndarray:
     """uint16 [min(size, q1 - q0), min(size, k1 - k0)] (weight * 65535) of the region, from the
-    head's rows [q0, q1) given a chunk at a time as (first row, float32 [rows, T]). `per_row`: each
-    row is divided by its own maximum over all its keys first (its strongest key shows as 1)."""
+    head's rows [q0, q1) a Block at a time. `per_row`: each row is divided by its own maximum first
+    (its strongest key shows as 1)."""
     q0, q1, k0, k1 = region
     n_cols = min(size, k1 - k0)
-    columns = torch.empty((q1 - q0, n_cols))  # [query, column bin]: pooled over keys, chunk by chunk
-    for start, block in rows:
-        if per_row:
-            block = block / block.amax(-1, keepdim=True).clamp(min=1e-30)
-        region_block = block[:, k0:k1]
-        columns[start - q0 : start - q0 + len(block)] = torch.nn.functional.adaptive_max_pool1d(region_block[None], n_cols)[0]
+    columns = torch.empty((q1 - q0, n_cols))  # [query, column bin]: pooled over keys, block by block
+    for block in blocks:
+        probs = block.probs / block.probs.amax(-1, keepdim=True).clamp(min=1e-30) if per_row else block.probs
+        lo, hi = max(k0, block.key_start), min(k1, block.key_start + probs.shape[-1])  # the region's keys it holds
+        held = probs.new_zeros((len(probs), k1 - k0))
+        if lo < hi:
+            held[:, lo - k0 : hi - k0] = probs[:, lo - block.key_start : hi - block.key_start]
+        columns[block.start - q0 : block.start - q0 + len(probs)] = torch.nn.functional.adaptive_max_pool1d(held[None], n_cols)[0]
     pooled = torch.nn.functional.adaptive_max_pool1d(columns.T[None].contiguous(), min(size, q1 - q0))[0].T  # [row bin, column bin]
     return (pooled.clamp(0, 1) * SCALE).round().to(torch.int32).numpy().astype("<u2")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from ... import export
 from ...analyses import REGISTRY
-from ...codec import decode_pattern, decode_thumbnails, encode_pattern
+from ...codec import decode_thumbnails, encode_pattern
 from ...db.tables import Analysis
 from ...errors import AppError, TooLong
 from ...tiles import MAX_SIZE, check_region, tile
@@ -170,30 +170,29 @@ def get_attention(
     as all their low bytes then all their high bytes, where n is T*(T+1)/2 (X-Codec
     `tri-u16-zlib`: the causal lower triangle, row by row) or T*T (`full-u16-zlib`)."""
     row = runs.done(analysis_id)
-    if format == "json":
-        _refuse_whole_head(row, "JSON")
-    if row.result.get("pattern_source") == "recomputed":
-        row, pattern = runs.head_pattern(analysis_id, iteration, layer, head)
-        codec, data = encode_pattern(torch.from_numpy(pattern)) if format == "stored" else (None, b"")
-    else:
+    if format == "stored" and row.result.get("pattern_source") != "recomputed":
         row, blob = runs.pattern(analysis_id, "pattern", iteration, layer, head)
-        codec, data = blob.codec, blob.data
-        pattern = None if format == "stored" else decode_pattern(blob.codec, blob.data, blob.shape)
-    n_pos = len(row.result["tokens"])
-    headers = {"X-Shape": f"{n_pos},{n_pos}", "Cache-Control": "public, max-age=31536000, immutable"}
+        headers = {"X-Shape": ",".join(map(str, blob.shape)), "X-Codec": blob.codec, **IMMUTABLE}
+        return Response(content=blob.data, media_type="application/octet-stream", headers=headers)
+    row, rows = runs.head(analysis_id, iteration, layer, head)
+    if format == "json":
+        _refuse_whole_head(rows.n_pos, "JSON")
+    pattern = rows.whole()  # [query_pos, key_pos]
+    headers = {"X-Shape": f"{rows.n_pos},{rows.n_pos}", **IMMUTABLE}
     if format == "stored":
+        codec, data = encode_pattern(pattern)
         return Response(content=data, media_type="application/octet-stream", headers={**headers, "X-Codec": codec})
     if format == "u16":
-        return Response(np.rint(pattern * 65535).astype("<u2").tobytes(), media_type="application/octet-stream", headers=headers)
-    return HeadPattern(tokens=row.result["tokens"], iteration=iteration, layer=layer, head=head, pattern=_rounded(pattern))
+        return Response(np.rint(pattern.numpy() * 65535).astype("<u2").tobytes(), media_type="application/octet-stream", headers=headers)
+    return HeadPattern(tokens=row.result["tokens"], iteration=iteration, layer=layer, head=head, pattern=_rounded(pattern.numpy()))
 
 
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}  # a done analysis' id names its content
 # Past this many tokens a whole head is no JSON or CSV (4M numbers): the tile route serves it in views.
 MAX_TEXT_HEAD_TOKENS = 2048
 
 
-def _refuse_whole_head(row: Analysis, what: str) -> None:
-    n_pos = len(row.result["tokens"])
+def _refuse_whole_head(n_pos: int, what: str) -> None:
     if n_pos > MAX_TEXT_HEAD_TOKENS:
         raise TooLong(
             f"A head of {n_pos} tokens is {n_pos * n_pos:,} weights: too many for {what} (at most {MAX_TEXT_HEAD_TOKENS} "
@@ -224,15 +223,10 @@ def get_attention_tile(
     each cell is the maximum over its block of positions, the blocks as adaptive max pooling cuts
     them (X-Shape: rows,cols; X-Region: q0,q1,k0,k1). A region of at most size tokens a side is the
     weights themselves."""
-    row = runs.done(analysis_id)
-    region = check_region(len(row.result.get("tokens") or []), q0, q1, k0, k1, size)
-    row, chunks = runs.head_rows(analysis_id, iteration, layer, head, region[0], region[1])
-    values = tile(chunks, region, size, norm == "row")
-    headers = {
-        "X-Shape": f"{values.shape[0]},{values.shape[1]}", "X-Region": ",".join(map(str, region)),
-        "Cache-Control": "public, max-age=31536000, immutable",
-        "Access-Control-Expose-Headers": "X-Shape, X-Region",
-    }
+    _, pattern = runs.head(analysis_id, iteration, layer, head)
+    region = check_region(pattern.n_pos, q0, q1, k0, k1, size)
+    values = tile(pattern.rows(region[0], region[1]), region, size, norm == "row")
+    headers = {"X-Shape": f"{values.shape[0]},{values.shape[1]}", "X-Region": ",".join(map(str, region)), **IMMUTABLE}
     return Response(values.tobytes(), media_type="application/octet-stream", headers=headers)
 
 
@@ -280,9 +274,9 @@ def export_attention_csv(
     iteration: Annotated[int, Query()] = 0,
 ) -> Response:
     """One head's pattern at one iteration as CSV: `query_pos, key_pos, query_token, key_token, weight`."""
-    _refuse_whole_head(runs.done(analysis_id), "CSV")
-    row, pattern = runs.head_pattern(analysis_id, iteration, layer, head)
-    pattern = _rounded(pattern)
+    row, rows = runs.head(analysis_id, iteration, layer, head)
+    _refuse_whole_head(rows.n_pos, "CSV")
+    pattern = _rounded(rows.whole().numpy())
     name = export.file_name(row, "csv", f"L{layer}H{head}-it{iteration}")
     return _download(export.to_csv(*export.pattern_rows(row.result["tokens"], pattern)), "text/csv; charset=utf-8", name)
 
