@@ -71,10 +71,13 @@ def build_tiny_gpt2(path: Path, n_layer: int = 2, n_head: int = 4, n_ctx: int = 
     return _save(path, GPT2LMHeadModel(config), fast)
 
 
-def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int = 0, tokenizer=None, n_ctx: int = 128) -> Path:
+def build_tiny_llama(
+    path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int = 0, tokenizer=None, n_ctx: int = 128, sharpen: float = 1.0
+) -> Path:
     """A random-init 2-layer Llama with grouped-query attention (n_kv_head key/value heads shared
-    by n_head query heads) and rotary positions, saved under `path` with `tokenizer` (default the
-    byte-level BPE; sentencepiece_tokenizer() for a Llama 2-style one)."""
+    by n_head query heads) and rotary positions over `n_ctx` positions, saved under `path` with
+    `tokenizer` (default the byte-level BPE; sentencepiece_tokenizer() for a Llama 2-style one).
+    `sharpen` scales its queries and keys, so attention is peaked rather than near uniform."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -91,7 +94,12 @@ def build_tiny_llama(path: Path, n_head: int = 4, n_kv_head: int = 2, seed: int 
         bos_token_id=0,
         eos_token_id=0,
     )
-    return _save(path, LlamaForCausalLM(config), fast)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight *= sharpen
+            layer.self_attn.k_proj.weight *= sharpen
+    return _save(path, model, fast)
 
 
 def _sharpened_gpt2(config, seed: int):

@@ -15,6 +15,7 @@ async function send(path, options = {}) {
   try {
     response = await fetch(path, options);
   } catch (err) {
+    if (err.name === "AbortError") throw err; // the caller gave up on it: not a failure to show
     throw new ApiError(`Cannot reach the Loupe server (${err.message}).`);
   }
   if (response.ok) return response;
@@ -166,4 +167,33 @@ async function fetchPattern(path) {
 /** Max-pooled previews of every head: [layer][head][row][col] of 0..255. */
 export async function getThumbnails(id, iteration) {
   return (await getJson(`/api/analyses/${encodeURIComponent(id)}/thumbnails?${query({ iteration })}`)).thumbnails;
+}
+
+const tiles = new Map(); // path -> a fetched tile: the overview again after a reset, a colour scale again
+const MAX_TILES = 8;
+
+/**
+ * A region of one head's pattern, max-pooled by the server to at most `size` x `size` cells:
+ * {values: Uint16Array [rows * cols] of weight * 65535 (row-major), rows, cols, region: [q0, q1, k0, k1]}.
+ * `norm` "row" divides each query row by its own maximum first. Row r covers query positions
+ * [q0 + floor(r n / rows), q0 + ceil((r + 1) n / rows)), n = q1 - q0 (likewise columns); when rows
+ * and cols equal the region's sides the cells are the exact weights. `signal` aborts the request;
+ * `keep` false leaves it out of the few tiles kept (a hovered block must not push out the overview).
+ */
+export async function getTile(id, { layer, head, iteration, region, size, norm = "none" }, { signal, keep = true } = {}) {
+  const [q0, q1, k0, k1] = region;
+  const path = `/api/analyses/${encodeURIComponent(id)}/attention/tile?${query({ layer, head, iteration, q0, q1, k0, k1, size, norm })}`;
+  if (tiles.has(path)) return tiles.get(path);
+  const response = await send(path, { signal });
+  const [rows, cols] = (response.headers.get("X-Shape") || "").split(",").map(Number);
+  const served = (response.headers.get("X-Region") || "").split(",").map(Number);
+  const values = new Uint16Array(await response.arrayBuffer()); // little-endian, as every browser platform is
+  if (!(rows > 0 && cols > 0 && values.length === rows * cols) || served.join() !== region.join()) {
+    throw new ApiError(`Malformed tile from ${path}.`, "bad_response", 500);
+  }
+  const tile = { values, rows, cols, region: served };
+  if (!keep) return tile;
+  tiles.set(path, tile);
+  if (tiles.size > MAX_TILES) tiles.delete(tiles.keys().next().value);
+  return tile;
 }

@@ -1,7 +1,8 @@
 // The export menu of a view: the analysis' data (CSV, JSON), its standalone HTML report, the view
 // itself as one HTML file, and the view's first drawn chart as PNG or SVG. The same menu on every
 // view: the files come from the API (GET /api/analyses/{id}/export.*, named by the server), the
-// images from plotting.js' saveImage, the view's file from snapshot() here.
+// images from plotting.js' saveImage (a canvas, such as a long prompt's map, as its own PNG), the
+// view's file from snapshot() here.
 
 import { saveImage } from "./plotting.js";
 
@@ -31,7 +32,9 @@ export function menu(scope, testid) {
         details.open = false;
         if (kind === "view") return snapshot(scope, details.dataset.analysis);
         const chart = [...scope.querySelectorAll(".js-plotly-plot")].find((el) => el.offsetParent !== null && el._fullLayout);
+        const canvas = [...scope.querySelectorAll("canvas[data-file-name]")].find((el) => el.offsetParent !== null);
         if (chart) saveImage(chart, kind);
+        else if (canvas && kind === "png") saveCanvas(canvas);
       });
     } else {
       item.addEventListener("click", () => (details.open = false));
@@ -55,6 +58,19 @@ export function point(el, analysisId, { head = null, name = "" } = {}) {
   for (const [kind, href] of Object.entries(links)) el.querySelector(`[data-export=${kind}]`).href = href;
   el.dataset.analysis = analysisId;
   el.querySelector("[data-export=json]").download = head ? `${name}.json` : ""; // the slice route names no file
+}
+
+/** Save a drawn canvas as PNG at its own pixels, named by its data-file-name. */
+function saveCanvas(canvas) {
+  canvas.toBlob((blob) => download(blob, `${canvas.dataset.fileName}.png`), "image/png");
+}
+
+function download(blob, name) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
 }
 
 const text = (url) => fetch(url).then((response) => {
@@ -86,6 +102,12 @@ export async function snapshot(scope, analysisId) {
     }
     copies[i].replaceWith(blank);
   });
+  const canvases = [...clone.querySelectorAll("canvas")]; // in the same order as the live ones
+  [...scope.querySelectorAll("canvas")].forEach((live, i) => {
+    const image = Object.assign(document.createElement("img"), { src: live.toDataURL("image/png"), alt: "" });
+    image.style.cssText = live.style.cssText; // drawn pixels, at the size they were shown
+    canvases[i].replaceWith(image);
+  });
   clone.querySelectorAll(".export-menu, button, input, select").forEach((el) => el.remove()); // nothing to press offline
   const [plotly, drawer, css, record] = await Promise.all([
     text(document.getElementById("plotly-js").src), text("/report/view.js"), text("/css/loupe.css"),
@@ -107,9 +129,5 @@ export async function snapshot(scope, analysisId) {
     `<script type="application/json" id="loupe-data">${inScript(JSON.stringify(record))}</script>`,
     `<script>${scripts[0]}</script>`, `<script>${scripts[1]}</script>`, "</body></html>",
   ].join("\n");
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(new Blob([html], { type: "text/html" }));
-  link.download = `loupe-${record.model}-${record.analysis}-${analysisId.slice(0, 8)}-view.html`.replace(/[^A-Za-z0-9._-]+/g, "_");
-  link.click();
-  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  download(new Blob([html], { type: "text/html" }), `loupe-${record.model}-${record.analysis}-${analysisId.slice(0, 8)}-view.html`.replace(/[^A-Za-z0-9._-]+/g, "_"));
 }

@@ -1,7 +1,7 @@
 // Plotly heatmaps shared by the analysis views: the layer x head grid and one head's pattern.
 // Defaults (fonts, config, token labels) are plotting.js'.
 
-import { BLUES, COLORS, displayToken, draw, onClick, plotlyText, relayout, tokenLabels } from "./plotting.js";
+import { BLUES, COLORS, displayToken, draw, onClick, plotlyText, purge, relayout, tokenLabels } from "./plotting.js";
 
 export { plotlyReady } from "./plotting.js";
 
@@ -123,6 +123,12 @@ export function patternHeatmap(el, tokens, rows, { title = "", chart = {} } = {}
     labelOnZoom(el, tokens, categorical);
     return el;
   });
+}
+
+/** Take a head's heatmap and its readout off the page (a long prompt's head is drawn by longmap.js). */
+export function clearPattern(el) {
+  if (el.nextElementSibling?.classList.contains("hover-readout")) el.nextElementSibling.remove();
+  purge(el);
 }
 
 /** The line under a long pattern that names the hovered query and key tokens (as text, never HTML). */

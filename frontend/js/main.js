@@ -7,8 +7,9 @@ import * as compare from "./compare.js";
 import * as exportMenu from "./exports.js";
 import { clearError, setRunning, showError, showNotice, showProgress } from "./feedback.js";
 import { buildCard, runButtonId } from "./forms.js";
-import { patternHeatmap } from "./heatmaps.js";
+import { clearPattern, patternHeatmap } from "./heatmaps.js";
 import { refreshHistory } from "./history.js";
+import * as longMap from "./longmap.js";
 import * as modelCard from "./modelcard.js";
 import * as pair from "./pair.js";
 import { fileName, plotlyReady } from "./plotting.js";
@@ -30,6 +31,7 @@ const forms = new Map(); // name -> its card's Form
 const views = new Map(); // name -> its view's <section>
 const thumbnailCache = new Map(); // `${id}/${iteration}` -> [layer][head][row][col]
 let detailRequest = 0; // only the latest head request may draw
+let early = null; // {id, found}: the analysis a shared link names, asked for at boot beside the model list
 
 // ---- the model, and what applies to it ----------------------------------------------------
 
@@ -206,7 +208,9 @@ function clampState() {
   if (state.compare !== null && (state.layer === null || state.compare >= n_iterations)) state.compare = null;
   const hasHead = ({ layer, head }) => layer < n_layers && head < n_heads && (!attending || attending.includes(layer));
   state.pins = state.layer === null ? [] : state.pins.filter(hasHead);
-  if (state.layer === null || state.token >= (current.result.tokens?.length ?? 0)) state.token = null;
+  const n = current.result.tokens?.length ?? 0;
+  if (state.layer === null || state.token >= n) state.token = null;
+  if (state.layer === null || (state.zoom && (state.zoom[1] > n || state.zoom[3] > n))) state.zoom = null;
   clampKeys(state, current.result);
 }
 
@@ -262,7 +266,11 @@ async function renderDetail() {
   const request = ++detailRequest;
   const chart = chartName({ head: true });
   exportMenu.point(panel.querySelector(".export-menu"), id, { head: { layer, head, iteration }, name: fileName(chart) });
+  const long = longMap.isLong(current.result.tokens ?? []);
+  plot.hidden = long;
+  $("long-map-view").hidden = !long;
   try {
+    if (long) return await showLongMap(chart, request);
     const rows = await api.getPattern(id, { layer, head, iteration });
     if (request !== detailRequest) return;
     performance.mark("loupe:pattern-decoded"); // read by bench/paint.py: where a slow paint goes
@@ -282,6 +290,21 @@ async function renderDetail() {
   } catch (err) {
     if (request === detailRequest) showError(err);
   }
+}
+
+/** A long prompt's head, drawn from tiles (longmap.js); then, up to longMap.WHOLE_HEAD_TOKENS,
+ * its whole pattern for the token view. No iteration comparison or second prompt's map: they draw
+ * whole heads with Plotly. */
+async function showLongMap(chart, request) {
+  clearPattern($("pattern-plot"));
+  const { layer, head, iteration, zoom, color } = state;
+  const { id, result } = current;
+  const whole = result.tokens.length <= longMap.WHOLE_HEAD_TOKENS;
+  for (const el of ["compare", "compare-control", ...(whole ? [] : ["token-view"])]) $(el).hidden = true;
+  await longMap.show($("long-map-view"), { id, layer, head, iteration, tokens: result.tokens, zoom, color, name: fileName(chart) });
+  if (!whole) return;
+  const rows = await api.getPattern(id, { layer, head, iteration }); // after the map: a shared link paints first
+  if (request === detailRequest) await showTokenView(rows);
 }
 
 let tokenRequest = 0;
@@ -309,6 +332,12 @@ async function changeTokenView(changes, { push = false } = {}) {
   Object.assign(state, changes);
   writeUrl(state, { push });
   if ("pins" in changes) showTokenView(await api.getPattern(current.id, state)).catch(showError);
+}
+
+/** A view chosen on the long map (its zoom region, its colour scale): into the URL; the map draws itself. */
+function changeLongMap(changes) {
+  Object.assign(state, changes);
+  writeUrl(state);
 }
 
 /** The second prompt's panel: its grids beside the current ones, or why there are none; and the
@@ -450,7 +479,9 @@ function showHistory() {
 /** An analysis by id, done: from the cache (GET, never a recomputation), unless its result was
  * evicted, then recomputed from the request its row keeps (the same id). */
 async function load(id) {
-  const found = await api.getAnalysis(id);
+  const asked = early?.id === id ? early.found : api.getAnalysis(id);
+  if (early?.id === id) early = null; // asked for once: a later visit asks again
+  const found = await asked;
   if (found.status !== "evicted") return { analysis: await api.untilDone(found, showProgress), recomputed: false };
   showProgress({ stage: "recomputing" });
   const { analysis, model, text, params } = found;
@@ -538,6 +569,7 @@ function build() {
     views.set(plot.name, view);
   }
   tokenView.mount($("token-view"), { onChange: changeTokenView });
+  longMap.mount($("long-map-view"), { onChange: changeLongMap, onError: showError });
   $("close-head").before(exportMenu.menu($("head-detail"), "export-head"));
 }
 
@@ -602,11 +634,19 @@ async function boot() {
   performance.mark("loupe:boot");
   build();
   bind();
-  // A shared link names its head: fetch the pattern now, alongside the model list and the
-  // analysis, instead of after them (renderDetail then finds it in flight or arrived).
+  // A shared link: ask for its analysis now, alongside the model list and Plotly, instead of after
+  // them (load() takes it from here), and for a short prompt's head its whole pattern as soon as the
+  // analysis says it is short (renderDetail then finds it in flight or arrived). Errors surface
+  // when the view asks again.
   const linked = readUrl();
-  if (linked.analysis && linked.layer !== null) {
-    api.getPattern(linked.analysis, linked).catch(() => {}); // errors surface when the view asks again
+  if (linked.analysis) {
+    early = { id: linked.analysis, found: api.getAnalysis(linked.analysis) };
+    early.found
+      .then((found) => {
+        const short = found.status === "done" && !longMap.isLong(found.result?.tokens ?? []);
+        if (short && linked.layer !== null) return api.getPattern(linked.analysis, linked);
+      })
+      .catch(() => {});
   }
   const [models, analysisTypes] = await Promise.allSettled([api.listModels(), api.listAnalysisTypes()]);
   if (analysisTypes.status === "fulfilled") types = new Map(analysisTypes.value.map((type) => [type.name, type]));

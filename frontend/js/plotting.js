@@ -109,6 +109,12 @@ export function draw(el, traces, layout, name = {}) {
   return drawn;
 }
 
+/** Remove a chart from its element (its data, listeners and resize watch): the element shows something else now. */
+export function purge(el) {
+  resizer.unobserve(el);
+  if (el._fullLayout) Plotly().purge(el);
+}
+
 /** Change a drawn chart's layout (e.g. its ticks after a zoom). Returns Plotly's promise. */
 export function relayout(el, update) {
   return Plotly().relayout(el, update);

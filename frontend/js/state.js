@@ -1,6 +1,7 @@
 // The view state and its URL: the one place that reads and writes the query string. Common keys
 // are this module's; each view adds the keys its plot module declares (`keys`).
 
+import { SCALES } from "./colormap.js";
 import { BY_NAME, PLOTS } from "./plots/index.js";
 
 export const VIEWS = PLOTS.map((plot) => plot.name);
@@ -11,10 +12,12 @@ export const VIEWS = PLOTS.map((plot) => plot.name);
 // token, direction, pins: the open head's token view (tokenview.js): the selected position, whether
 // it shades what that token attends to ("to") or what attends to it ("from"), and the heads pinned
 // beside the open one (`pins=1.2,0.3`: layer.head).
+// zoom, color: the open head's long map (longmap.js): the region shown (`zoom=q0,q1,k0,k1`, query
+// then key positions, ends excluded; absent: the whole head) and its colour scale (linear, log, row).
 // other: a second analysis (another prompt on the same model) shown beside `analysis` (pair.js).
 // prompt: the prompt box beside an analysis that takes no text (head_scores): its own record holds
 // none, so without this a reload would lose what was typed.
-const COMMON = ["analysis", "other", "view", "layer", "head", "iteration", "compare", "token", "direction", "pins", "model", "prompt"];
+const COMMON = ["analysis", "other", "view", "layer", "head", "iteration", "compare", "token", "direction", "pins", "zoom", "color", "model", "prompt"];
 const COMMON_INTS = new Set(["layer", "head", "iteration", "compare", "token"]);
 export const DIRECTIONS = ["to", "from"];
 export const MAX_PINS = 5;
@@ -36,7 +39,7 @@ const VIEW_KEYS = viewKeys();
 export function initialState() {
   const state = {
     analysis: null, other: null, view: null, layer: null, head: null, iteration: 0, compare: null,
-    token: null, direction: "to", pins: [], model: null, prompt: null,
+    token: null, direction: "to", pins: [], zoom: null, color: "linear", model: null, prompt: null,
   };
   for (const [key, spec] of Object.entries(VIEW_KEYS)) state[key] = spec.default;
   return state;
@@ -58,6 +61,13 @@ function parsePins(raw) {
   return pins;
 }
 
+/** "0,64,10,40" -> [0, 64, 10, 40]: four positions, each range non-empty; else null. */
+function parseZoom(raw) {
+  const match = /^(\d+),(\d+),(\d+),(\d+)$/.exec(raw);
+  const zoom = match?.slice(1).map(Number);
+  return zoom && zoom[0] < zoom[1] && zoom[2] < zoom[3] ? zoom : null;
+}
+
 /** A URL value for a declared key, or its default when malformed or not allowed. */
 function parseKey(spec, raw) {
   if (spec.type === "int") return nonNegativeInt(raw) ?? spec.default;
@@ -73,6 +83,8 @@ export function parseQuery(search) {
     if (raw === null || raw === "") continue;
     if (key === "pins") state.pins = parsePins(raw);
     else if (key === "direction") state.direction = DIRECTIONS.includes(raw) ? raw : "to";
+    else if (key === "zoom") state.zoom = parseZoom(raw);
+    else if (key === "color") state.color = SCALES.includes(raw) ? raw : "linear";
     else state[key] = COMMON_INTS.has(key) ? nonNegativeInt(raw) : raw;
   }
   for (const [key, spec] of Object.entries(VIEW_KEYS)) {
@@ -83,8 +95,9 @@ export function parseQuery(search) {
   if (!VIEWS.includes(state.view)) state.view = null;
   if (state.layer === null || state.head === null) state.layer = state.head = null;
   if (state.layer === null) {
-    state.compare = state.token = null; // a comparison and a selected token belong to an open head
+    state.compare = state.token = state.zoom = null; // a comparison, a token, a zoom belong to an open head
     state.direction = "to";
+    state.color = "linear";
     state.pins = [];
   }
   if (state.other === state.analysis) state.other = null;
@@ -108,6 +121,8 @@ export function toQuery(state) {
   if (state.token !== null && open) params.set("token", state.token);
   if (state.direction !== "to" && open) params.set("direction", state.direction);
   if (state.pins.length && open) params.set("pins", state.pins.map((p) => `${p.layer}.${p.head}`).join(","));
+  if (state.zoom && open) params.set("zoom", state.zoom.join(","));
+  if (state.color !== "linear" && open) params.set("color", state.color);
   for (const key of Object.keys(BY_NAME.get(state.view)?.keys ?? {})) {
     if (state[key] !== null && state[key] !== undefined) params.set(key, state[key]);
   }

@@ -1,21 +1,6 @@
 // Small multiples: every head's pooled pattern as a tiny canvas heatmap, one button per head.
 
-import { BLUES } from "./plotting.js";
-
-// 256-entry RGB lookup interpolated from the BLUES stops, so canvases match the Plotly heatmap.
-const LUT = (() => {
-  const stops = BLUES.map(([t, hex]) => [t, [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16))]);
-  const lut = new Uint8ClampedArray(256 * 3);
-  for (let v = 0; v < 256; v++) {
-    const t = v / 255;
-    const i = Math.max(1, stops.findIndex(([s]) => s >= t));
-    const [t0, c0] = stops[i - 1];
-    const [t1, c1] = stops[i];
-    const f = t1 > t0 ? (t - t0) / (t1 - t0) : 0;
-    for (let c = 0; c < 3; c++) lut[v * 3 + c] = c0[c] + f * (c1[c] - c0[c]);
-  }
-  return lut;
-})();
+import { PALETTE } from "./colormap.js";
 
 function drawThumbnail(canvas, pixels) {
   const size = pixels.length; // pixels: [row][col] of 0..255
@@ -26,7 +11,7 @@ function drawThumbnail(canvas, pixels) {
     for (let c = 0; c < size; c++) {
       const v = pixels[r][c];
       const o = (r * size + c) * 4;
-      image.data.set([LUT[v * 3], LUT[v * 3 + 1], LUT[v * 3 + 2], 255], o);
+      image.data.set([...PALETTE[v], 255], o); // the Plotly heatmap's colours
     }
   }
   ctx.putImageData(image, 0, 0);

@@ -1,6 +1,7 @@
 """Browser-test fixtures: a real Loupe server on the tiny GPT-2 and a headless Debian Chromium."""
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -90,17 +91,18 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def new_page(browser, loupe_url):
-    """new_page() -> a page in a fresh context (its own storage, clipboard access, 1440x1000).
-    Every page records its requests in `page.requests`; an uncaught page error fails the test, and
-    so does a request to anywhere but the Loupe server (the page must work offline: Plotly is
-    vendored, nothing comes from a CDN) and anything the server's Content-Security-Policy refused."""
+@contextmanager
+def page_maker(browser, url):
+    """make() -> a page on the Loupe server at `url` in a fresh context (its own storage, clipboard
+    access, 1440x1000). Every page records its requests in `page.requests`; on exit an uncaught page
+    error fails the test, and so does a request to anywhere but that server (the page must work
+    offline: Plotly is vendored, nothing comes from a CDN) and anything the server's
+    Content-Security-Policy refused."""
     contexts, errors, refused, pages = [], [], [], []
 
     def make():
-        context = browser.new_context(viewport={"width": 1440, "height": 1000}, base_url=loupe_url)
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=loupe_url)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000}, base_url=url)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)
@@ -116,5 +118,12 @@ def new_page(browser, loupe_url):
         context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
     assert not refused, f"the Content-Security-Policy refused: {refused}"
-    elsewhere = [url for page in pages for _, url in page.requests if not url.startswith((loupe_url + "/", "data:", "blob:"))]
+    elsewhere = [url_ for page in pages for _, url_ in page.requests if not url_.startswith((url + "/", "data:", "blob:"))]
     assert not elsewhere, f"the page fetched from outside the Loupe server: {elsewhere}"
+
+
+@pytest.fixture
+def new_page(browser, loupe_url):
+    """new_page() -> a page on the shared e2e server (page_maker)."""
+    with page_maker(browser, loupe_url) as make:
+        yield make

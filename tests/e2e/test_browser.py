@@ -240,6 +240,7 @@ def test_url_state_round_trips(new_page):
             { ...initialState(), analysis: "abc", view: "attention", layer: 1, head: 0, token: 7, direction: "from",
               pins: [{ layer: 0, head: 3 }, { layer: 1, head: 1 }] },
             { ...initialState(), analysis: "abc", other: "def", view: "attention", stat: "self" },
+            { ...initialState(), analysis: "abc", view: "attention", layer: 1, head: 2, zoom: [100, 164, 0, 40], color: "log" },
             initialState(),
           ];
           return states.map((s) => [s, parseQuery(toQuery(s))]);
@@ -249,7 +250,7 @@ def test_url_state_round_trips(new_page):
         assert parsed == state
     assert page.evaluate("import('/js/state.js').then((m) => m.parseQuery('?analysis=a&layer=-1&head=x&stat=<b>'))") == {
         "analysis": "a", "other": None, "view": None, "layer": None, "head": None, "iteration": 0, "compare": None,
-        "token": None, "direction": "to", "pins": [], "score": "induction", "stat": "bos", "probe_layer": None, "model": None,
+        "token": None, "direction": "to", "pins": [], "zoom": None, "color": "linear", "score": "induction", "stat": "bos", "probe_layer": None, "model": None,
         "prompt": None, "metric_x": "previous_token", "metric_y": "induction", "examples_of": "induction",
         "metric_layer": None, "metric_head": None, "metric_iteration": None, "emergence_score": "induction",
     }
@@ -260,3 +261,10 @@ def test_url_state_round_trips(new_page):
     )
     assert parsed["token"] is None and parsed["direction"] == "to" and parsed["other"] is None  # itself: no pair
     assert parsed["pins"] == [{"layer": 1, "head": 2}] + [{"layer": 0, "head": h} for h in range(4)]
+    # the long map's keys: a zoom is four positions with non-empty ranges, a colour scale one of three
+    for bad in ("1,2,3", "5,5,0,4", "0,4,9,2", "a,b,c,d", "-1,4,0,4"):
+        assert page.evaluate(f"import('/js/state.js').then((m) => m.parseQuery('?analysis=a&layer=0&head=0&zoom={bad}').zoom)") is None
+    parsed = page.evaluate("import('/js/state.js').then((m) => m.parseQuery('?analysis=a&layer=0&head=0&zoom=0,8,2,6&color=<b>'))")
+    assert (parsed["zoom"], parsed["color"]) == ([0, 8, 2, 6], "linear")
+    closed = page.evaluate("import('/js/state.js').then((m) => m.parseQuery('?analysis=a&zoom=0,8,2,6&color=row'))")
+    assert (closed["zoom"], closed["color"]) == (None, "linear")  # they belong to an open head
