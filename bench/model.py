@@ -1,4 +1,5 @@
-"""The benchmark model: a random-init GPT-2-small-shaped HF dir, and prompts of exactly T tokens.
+"""The benchmark models: a random-init GPT-2-small-shaped HF dir, Llama-shaped (RoPE) ones for the
+long-context rows, and prompts of exactly T tokens.
 
 Compute cost depends on the shapes, not on trained weights: 12 layers x 12 heads, d_model 768,
 n_positions 1024 and a 50257-token vocabulary (the unembedding is a third of the FLOPs at T=1024).
@@ -9,6 +10,12 @@ How well patterns compress does depend on the weights: a default init (std 0.02)
 exactly uniform attention, which compresses unrealistically well. So each head's query and key
 weights are scaled by its own factor (log-uniform in [1, 5]): heads then range from near-uniform
 to near-one-hot, as in a trained model. The FLOPs are unchanged.
+
+The Llama-shaped models (issue 14) share the tokenizer and the sharpening: LLAMA has GPT-2 small's
+size (12 x 12 heads of 64, d_model 768, MLP 3072, the same vocabulary) with 8,192 positions;
+SMALL_LLAMA (4 layers x 8 heads, d_model 256) has 32,768. Its vocabulary is padded to 8,192 only,
+so that the logits at T = 32,768 (1 GiB in float32, 6.6 GiB at 50,257) do not swamp the attention
+both sides of its rows measure.
 """
 
 import json
@@ -40,8 +47,8 @@ def _word_stream(seed: int):
         yield from rng.choices(_WORDS, weights, k=256)
 
 
-def build_tokenizer(merges: int = 400):
-    """A byte-level BPE (`merges` learned merges) whose vocabulary is padded to VOCAB entries."""
+def build_tokenizer(merges: int = 400, vocab_size: int = VOCAB):
+    """A byte-level BPE (`merges` learned merges) whose vocabulary is padded to vocab_size entries."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -52,18 +59,18 @@ def build_tokenizer(merges: int = 400):
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
-        vocab_size=1 + len(alphabet) + merges, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet
+        vocab_size=1 + len(alphabet) + merges, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet, show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer)
     spec = json.loads(tok.to_str())
     vocab = spec["model"]["vocab"]
-    for index in range(len(vocab), VOCAB):  # never produced by a merge: only pads the id space
+    for index in range(len(vocab), vocab_size):  # never produced by a merge: only pads the id space
         vocab[f"<|pad{index}|>"] = index
     tok = Tokenizer.from_str(json.dumps(spec))
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
     )
-    assert len(fast) == VOCAB, len(fast)
+    assert len(fast) == vocab_size, len(fast)
     return fast
 
 
@@ -79,20 +86,74 @@ def build_model_dir(root: Path, seed: int = 0) -> Path:
         vocab_size=VOCAB, n_positions=N_CTX, n_embd=D_MODEL, n_layer=N_LAYER, n_head=N_HEAD, bos_token_id=0, eos_token_id=0
     )
     model = GPT2LMHeadModel(config).eval()
-    d_head = D_MODEL // N_HEAD
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for block in model.transformer.h:
-            scale = torch.exp(torch.rand(N_HEAD, generator=generator) * torch.log(torch.tensor(5.0)))  # [head]
-            per_column = scale.repeat_interleave(d_head)  # [d_model]: head h owns columns h*d_head..
+            per_column = head_scales(N_HEAD, D_MODEL // N_HEAD, generator)  # [d_model]
             weight, bias = block.attn.c_attn.weight, block.attn.c_attn.bias  # [d_model, 3*d_model]: q | k | v
             weight[:, : 2 * D_MODEL] *= per_column.repeat(2)
             bias[: 2 * D_MODEL] *= per_column.repeat(2)
+    return _save(path, model, tokenizer, "benchmark: random-init GPT-2-small shape")
+
+
+def head_scales(n_head: int, d_head: int, generator):
+    """[n_head * d_head]: each head's own factor (log-uniform in [1, 5]) repeated over the d_head
+    query (key) dimensions it owns, h*d_head..(h+1)*d_head. Scaling a head's queries and keys by it
+    sharpens its pattern by its square, from near-uniform to near-one-hot."""
+    import torch
+
+    scale = torch.exp(torch.rand(n_head, generator=generator) * torch.log(torch.tensor(5.0)))  # [head]
+    return scale.repeat_interleave(d_head)  # [head * d_head]
+
+
+def _save(path: Path, model, tokenizer, description: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / "loupe.json").write_text(json.dumps({"description": "benchmark: random-init GPT-2-small shape"}))
+    (path / "loupe.json").write_text(json.dumps({"description": description}))
     return path
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    name: str  # the folder under LOUPE_MODEL_DIRS; Loupe's id is `local/<name>`
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+    n_ctx: int
+    vocab: int
+
+    @property
+    def id(self) -> str:
+        return f"local/{self.name}"
+
+
+LLAMA = LlamaShape("llama-gpt2small", N_LAYER, D_MODEL, N_HEAD, 4 * D_MODEL, 8192, VOCAB)
+SMALL_LLAMA = LlamaShape("llama-small", 4, 256, 8, 1024, 32768, 8192)
+
+
+def build_llama_dir(root: Path, shape: LlamaShape, seed: int = 0) -> Path:
+    """Save a random-init float32 LlamaForCausalLM of `shape` (RoPE, one key/value head per query
+    head, Q and K sharpened per head as the GPT-2 model's) and its tokenizer as `root/shape.name`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer(vocab_size=shape.vocab)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=shape.vocab, hidden_size=shape.d_model, intermediate_size=shape.d_mlp, num_hidden_layers=shape.n_layers,
+        num_attention_heads=shape.n_heads, num_key_value_heads=shape.n_heads, max_position_embeddings=shape.n_ctx,
+        bos_token_id=0, eos_token_id=0, tie_word_embeddings=False,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            per_row = head_scales(shape.n_heads, shape.d_model // shape.n_heads, generator)[:, None]  # [d_model, 1]
+            layer.self_attn.q_proj.weight *= per_row  # [head * d_head, d_model]
+            layer.self_attn.k_proj.weight *= per_row
+    return _save(root / shape.name, model, tokenizer, f"benchmark: random-init Llama, {shape.n_layers} x {shape.n_heads} heads, d_model {shape.d_model}")
 
 
 @dataclass(frozen=True)
