@@ -1,5 +1,6 @@
 """Share-link paint: headless Chromium opens the permalink of a cached analysis until the head's
-heatmap is drawn, against opening the bare page until its model list is filled (the page floor)."""
+heatmap (past 512 tokens, its long map) is drawn, against opening the bare page until its model list
+is filled (the page floor)."""
 
 
 from .context import Bench, log
@@ -16,6 +17,12 @@ _HEATMAP_DRAWN = """() => {
   if (!plot || (plot.dataset.ready !== undefined && plot.dataset.ready !== "true")) return false;
   return plot.querySelector(".heatmaplayer image, .heatmaplayer .hm") !== null;
 }"""
+# Past 512 tokens the head is drawn on a canvas, which marks itself ready once its overview is painted.
+LONG_MAP_DRAWN = """() => {
+  const map = document.querySelector('[data-testid="long-map"]');
+  return map !== null && map.dataset.ready === "true";
+}"""
+LONG_MAP_FROM = 513
 _SHELL_READY = "() => document.querySelector('#model-select option') !== null"
 # When each big resource had arrived, in seconds since navigation start: where a slow paint went.
 _MILESTONES = """() => {
@@ -23,7 +30,7 @@ _MILESTONES = """() => {
   for (const entry of performance.getEntriesByType("resource")) {
     const path = new URL(entry.name).pathname;
     const key = path.includes("/vendor/plotly") ? "plotly" : path.endsWith("/attention") ? "pattern"
-      : path.endsWith("/thumbnails") ? "thumbnails" : null;
+      : path.endsWith("/attention/tile") ? "tile" : path.endsWith("/thumbnails") ? "thumbnails" : null;
     if (key) found[key] = entry.responseEnd / 1000;
   }
   for (const mark of performance.getEntriesByType("mark")) {
@@ -34,8 +41,12 @@ _MILESTONES = """() => {
 }"""
 
 
-def share_link_paint(bench: Bench, url: str, analysis_id: str) -> list[Row]:
-    name = f"share link paint T={bench.long}"
+def share_link_paint(bench: Bench, url: str, analysis_id: str, n_tokens: int | None = None, prefix: str = "") -> list[Row]:
+    """Seconds from navigation to the drawn head (layer 0, head 0) of the permalink of analysis_id,
+    a T = n_tokens (default bench.long) attention analysis, against the page shell's."""
+    n_tokens = bench.long if n_tokens is None else n_tokens
+    name = f"{prefix}share link paint T={n_tokens}"
+    drawn = LONG_MAP_DRAWN if n_tokens >= LONG_MAP_FROM else _HEATMAP_DRAWN
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -55,7 +66,7 @@ def share_link_paint(bench: Bench, url: str, analysis_id: str) -> list[Row]:
                     try:
                         page.wait_for_function(predicate, timeout=TIMEOUT_MS, polling="raf")
                     finally:
-                        if predicate is _HEATMAP_DRAWN:
+                        if predicate is drawn:
                             milestones.append(page.evaluate(_MILESTONES))
                 finally:
                     context.close()
@@ -64,13 +75,13 @@ def share_link_paint(bench: Bench, url: str, analysis_id: str) -> list[Row]:
             log(f"share link paint: {reps} repetitions")
             try:
                 times = interleaved(
-                    {"shell": lambda: visit(f"{url}/", _SHELL_READY), "paint": lambda: visit(permalink, _HEATMAP_DRAWN)},
+                    {"shell": lambda: visit(f"{url}/", _SHELL_READY), "paint": lambda: visit(permalink, drawn)},
                     reps,
                     warmup=0,
                 )
             except PlaywrightError as exc:
                 seen = "; ".join(f"{k} {v:.2f} s" for k, v in milestones[-1].items()) if milestones else "nothing"
-                if not milestones or "pattern" not in milestones[-1]:
+                if not milestones or not {"pattern", "tile"} & milestones[-1].keys():
                     why = f"no heatmap within {TIMEOUT_MS // 1000} s and no pattern requested ({type(exc).__name__}; {seen})"
                     return [pending(name, "s", PAINT_TARGET, "value", why)]
                 return [Row(name, TIMEOUT_MS / 1000, None, "s", PAINT_TARGET, "value",

@@ -8,8 +8,11 @@ repetition), and both are summarised by their medians.
 import json
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .context import log
 
 
 @dataclass
@@ -95,8 +98,24 @@ def from_dict(record: dict) -> Row:
     return row
 
 
+def attempt(name: str, fn: Callable[[], list[Row]]) -> list[Row]:
+    """fn()'s rows; a row saying it failed if it raised: one broken row must not hide the others."""
+    started = time.monotonic()
+    try:
+        return fn()
+    except Exception:
+        traceback.print_exc()
+        return [Row(f"{name} (failed)", None, None, "s", None, note="raised; see stderr")]
+    finally:
+        log(f"{name} took {time.monotonic() - started:.0f} s")
+
+
 def interleaved(
-    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle_s: float = 0.0
+    candidates: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int = 1,
+    settle_s: float = 0.0,
+    between: Callable[[], object] | None = None,
 ) -> dict[str, list[float]]:
     """Wall-clock seconds of each candidate, `reps` times each, interleaved.
 
@@ -104,7 +123,8 @@ def interleaved(
     burst of load from other processes falls on all of them alike. `warmup` untimed rounds first.
     `settle_s`: an untimed pause before each run, for candidates in different processes: torch's
     OpenMP threads keep spinning on the cores for a while after a parallel region, which would
-    bill one process' idle spin to the other's timing.
+    bill one process' idle spin to the other's timing. `between`: untimed work before each run
+    (e.g. deleting the analysis the last run stored).
     """
     names = list(candidates)
     for _ in range(warmup):
@@ -114,6 +134,8 @@ def interleaved(
     for rep in range(reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
+            if between is not None:
+                between()
             time.sleep(settle_s)
             start = time.perf_counter()
             candidates[name]()

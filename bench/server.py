@@ -28,9 +28,9 @@ MEMORY_TARGET = 1.5
 COMPACT_FORMAT = "stored"
 
 
-def fp16_bytes(n_tokens: int) -> int:
+def fp16_bytes(n_tokens: int, n_layers: int = N_LAYER, n_heads: int = N_HEAD) -> int:
     """Raw float16 size of every head's full [T, T] pattern."""
-    return N_LAYER * N_HEAD * n_tokens * n_tokens * 2
+    return n_layers * n_heads * n_tokens * n_tokens * 2
 
 
 @contextmanager
@@ -45,9 +45,9 @@ def loupe_server(bench: Bench, name: str) -> Iterator[Server]:
         server.stop()
 
 
-def analyse(server: Server, text: str) -> dict:
+def analyse(server: Server, text: str, model: str = MODEL_ID) -> dict:
     """POST an attention analysis and wait until it is stored; the final analysis view."""
-    body = {"analysis": "attention", "model": MODEL_ID, "text": text, "wait_s": 900}
+    body = {"analysis": "attention", "model": model, "text": text, "wait_s": 900}
     view = httpx.post(f"{server.url}/api/analyses", json=body, timeout=1000).raise_for_status().json()
     while view["status"] in ("queued", "running"):
         time.sleep(0.05)
