@@ -12,10 +12,9 @@ import os
 import platform
 import sys
 import time
-import traceback
 
 from .context import Bench, log
-from .rows import Row, from_dict, pending, table
+from .rows import Row, attempt, from_dict, pending, table
 
 SECTIONS = ("capture", "scores", "server", "cold", "providers")
 
@@ -24,6 +23,7 @@ PROVIDERS = {
     "generation": ("generation signal", 1.3, "ratio", "the hallucination capture during generation has not landed"),
     "probes": ("probes (2,000 examples)", 60.0, "value", "the probe sweep has not landed"),
     "ablation": ("ablation sweep (144 heads, T=128)", 15.0, "ratio", "the ablation sweep has not landed"),
+    "long_context": ("long attention end to end", 1.3, "ratio", "the long-context rows have not landed"),
 }
 
 
@@ -62,18 +62,6 @@ def provider_rows(quick: bool) -> list[Row]:
         kwargs = {"quick": quick} if "quick" in inspect.signature(module.rows).parameters else {}
         rows += attempt(title, lambda: [from_dict(record) for record in module.rows(**kwargs)])
     return rows
-
-
-def attempt(name: str, fn) -> list[Row]:
-    """fn()'s rows; a row saying it failed if it raised: one broken row must not hide the others."""
-    started = time.monotonic()
-    try:
-        return fn()
-    except Exception:
-        traceback.print_exc()
-        return [Row(f"{name} (failed)", None, None, "s", None, note="raised; see stderr")]
-    finally:
-        log(f"{name} took {time.monotonic() - started:.0f} s")
 
 
 def run(bench: Bench, sections: tuple[str, ...]) -> list[Row]:
