@@ -32,7 +32,9 @@ from pathlib import Path
 import httpx
 
 from .context import ROOT, Bench, log
+from .eager import EAGER_CHUNK, eager_patterns, eager_reference_check
 from .model import LLAMA, SMALL_LLAMA, LlamaShape, build_llama_dir, prompt
+from .paint import PAINT_TARGET, share_link_paint
 from .rows import Row, attempt, from_dict, interleaved, median, pending, spread, table, versus
 from .server import PeakRss, analyse, fp16_bytes, loupe_server
 
@@ -42,7 +44,6 @@ SERVED_MS_TARGET = 300.0
 EXACT_TARGET = 1e-4
 RSS_TARGET = 1.5
 TILE_SIZE = 1024  # the overview the page draws
-EAGER_CHUNK = 1024  # query rows per block of the eager reference
 # Without the tile endpoint the server stores every pattern: the issue's "before" figures stop at
 # 4,096 (+3.5 GB RSS); 8,192 would need about four times that, on a machine shared with others.
 STORED_PATH_MAX_T = 4096
@@ -56,12 +57,13 @@ class LongBench(Bench):
     """A Bench (workdir, repetitions, cleanup, server env) serving the Llama-shaped models."""
 
     e2e_lengths: list[int] = field(default_factory=list)
+    head_length: int | None = None  # T of the head section (default 8,192; 128 when quick)
     tiles: bool = False  # whether the server serves .../attention/tile (set once it is up)
     _hf: dict = field(default_factory=dict)
 
     @property
     def head_t(self) -> int:
-        return 128 if self.quick else 8192
+        return self.head_length or (128 if self.quick else 8192)
 
     @property
     def small_t(self) -> int:
@@ -182,7 +184,7 @@ def head_rows(bench: LongBench, server) -> list[Row]:
              "stored": (f"long stored bytes T={n_tokens}", "B", STORED_TARGET, "ratio"),
              "served": (f"long head served T={n_tokens}", "ms", SERVED_MS_TARGET, "value"),
              "exact": (f"long head exact T={n_tokens}", "max abs diff", EXACT_TARGET, "value"),
-             "paint": (f"long share link paint T={n_tokens}", "s", 2.0, "value")}  # fmt: skip
+             "paint": (f"long share link paint T={n_tokens}", "s", PAINT_TARGET, "value")}  # fmt: skip
     if not bench.tiles and n_tokens > STORED_PATH_MAX_T:
         return [pending(*spec, stored_path_why(shape, n_tokens)) for spec in names.values()]
     log("server: loading the model (short analysis)")
@@ -212,8 +214,6 @@ def head_rows(bench: LongBench, server) -> list[Row]:
     if not bench.tiles and n_tokens > 512:
         found.append(pending(*names["paint"], f"the long map needs the tiles: {NO_TILES}"))
     else:
-        from .paint import share_link_paint
-
         found += attempt(names["paint"][0], lambda: share_link_paint(bench, server.url, view["id"], n_tokens, prefix="long "))
     return found
 
@@ -303,84 +303,20 @@ def head_exact(bench: LongBench, server, shape: LlamaShape, tokens, analysis_id:
     worst = 0.0
     for layer, head in heads:
         served = served_head(server, analysis_id, layer, head, n_tokens)  # [query_pos, key_pos]
-        worst = max(worst, float(abs(served - reference[layer, head].double().numpy()).max()))
+        worst = max(worst, float(abs(served - reference.pop((layer, head)).numpy()).max()))
     return Row(f"long head exact T={n_tokens}", worst, None, "max abs diff", EXACT_TARGET, "value", baseline_name="HF eager",
                extra={"heads": ", ".join(f"L{layer}H{head}" for layer, head in heads), "u16 rounding": 0.5 / 65535, **extra})  # fmt: skip
 
 
 def served_head(server, analysis_id: str, layer: int, head: int, n_tokens: int):
-    """[T, T] float64: the whole head as the server gives it, format=u16 (value/65535)."""
+    """[T, T] float32: the whole head as the server gives it, format=u16 (value/65535)."""
     import numpy as np
 
     params = {"layer": layer, "head": head, "format": "u16"}
     response = httpx.get(f"{server.url}/api/analyses/{analysis_id}/attention", params=params, timeout=600)
     if response.status_code != 200:
         raise RuntimeError(f"GET .../attention?format=u16: {response.status_code} {response.text[:300]}")
-    return np.frombuffer(response.content, dtype="<u2").reshape(n_tokens, n_tokens) / 65535.0
-
-
-class _Captured(Exception):
-    """Stops the reference forward after the last layer it needed."""
-
-
-CHUNKED_EAGER = "loupe_bench_chunked_eager"
-
-
-def eager_patterns(model_dir: Path, tokens, wanted: list[tuple[int, int]], chunk: int) -> dict[tuple[int, int], object]:
-    """(layer, head) -> [T, T] float32: the HF model's eager attention weights of those heads.
-
-    The forward is transformers' own, every layer's attention its eager_attention_forward (float32
-    softmax), called on blocks of `chunk` query rows with the causal mask of those rows (the text
-    has no padding): the same numbers as attn_implementation="eager", without holding [head, T, T]
-    per layer (3.2 GB at T = 8,192). It stops after the last layer it needed."""
-    import torch
-    from transformers import AttentionInterface, AutoModelForCausalLM
-    from transformers.masking_utils import AttentionMaskInterface
-    from transformers.models.llama.modeling_llama import eager_attention_forward
-
-    n_tokens, last = tokens.shape[1], max(layer for layer, _ in wanted)
-    found = {key: torch.empty(n_tokens, n_tokens) for key in wanted}  # [query_pos, key_pos] each
-
-    def chunked_eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-        positions = torch.arange(n_tokens)
-        outputs = []
-        for q0 in range(0, n_tokens, chunk):
-            q1 = min(n_tokens, q0 + chunk)
-            later = positions[None, :] > positions[q0:q1, None]  # [chunk, key_pos]: keys after the query
-            mask = torch.zeros(q1 - q0, n_tokens).masked_fill(later, torch.finfo(query.dtype).min)[None, None]
-            output, weights = eager_attention_forward(module, query[:, :, q0:q1], key, value, mask, scaling, dropout, **kwargs)
-            outputs.append(output)  # [1, chunk, head, d_head]
-            for layer, head in wanted:
-                if layer == module.layer_idx:
-                    found[layer, head][q0:q1] = weights[0, head]  # [chunk, key_pos]
-        if module.layer_idx == last:
-            raise _Captured
-        return torch.cat(outputs, dim=1), None  # [1, pos, head, d_head]
-
-    AttentionInterface.register(CHUNKED_EAGER, chunked_eager)
-    AttentionMaskInterface.register(CHUNKED_EAGER, lambda *args, **kwargs: None)  # each block makes its own
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=CHUNKED_EAGER).eval()
-    try:
-        with torch.inference_mode():
-            model(tokens, use_cache=False)
-    except _Captured:
-        pass
-    return found
-
-
-def eager_reference_check(model_dir: Path, tokens, reference: dict) -> float:
-    """Max |reference - a whole HF eager forward's output_attentions|; raises past 1e-6 (they should
-    be the same numbers)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    eager = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
-    with torch.inference_mode():
-        attentions = eager(tokens, use_cache=False, output_attentions=True).attentions  # layer -> [1, head, q, k]
-    worst = max(float((pattern - attentions[layer][0, head]).abs().max()) for (layer, head), pattern in reference.items())
-    if worst > 1e-6:
-        raise RuntimeError(f"the chunked eager reference is {worst:.3g} off HF's eager forward")
-    return worst
+    return np.frombuffer(response.content, dtype="<u2").reshape(n_tokens, n_tokens).astype(np.float32) / np.float32(65535)
 
 
 # ---- the suite ------------------------------------------------------------------------------------------
@@ -397,8 +333,10 @@ def small_rows(bench: LongBench, server) -> list[Row]:
     return found
 
 
-def run(quick: bool = False, reps: int | None = None, sections: tuple[str, ...] = SECTIONS, lengths: list[int] | None = None) -> list[Row]:
-    bench = LongBench(quick=quick, reps=reps, e2e_lengths=lengths or ([128] if quick else [1024, 4096, 8192]))
+def run(
+    quick: bool = False, reps: int | None = None, sections: tuple[str, ...] = SECTIONS, lengths: list[int] | None = None, head_length: int | None = None
+) -> list[Row]:
+    bench = LongBench(quick=quick, reps=reps, e2e_lengths=lengths or ([128] if quick else [1024, 4096, 8192]), head_length=head_length)
     found: list[Row] = []
     try:
         with loupe_server(bench, "long") as server:
@@ -433,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: T = 128, one repetition")
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--lengths", help="T of the end-to-end rows (default 1024,4096,8192)")
+    parser.add_argument("--head-length", type=int, help="T of the head section (default 8192)")
     parser.add_argument("--reps", type=int, help="repetitions of every row")
     parser.add_argument("--bare-forward", nargs=2, help=argparse.SUPPRESS)  # the RSS baseline's own process
     args = parser.parse_args(argv)
@@ -443,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if set(sections) - set(SECTIONS):
         parser.error(f"unknown sections {sorted(set(sections) - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else None
-    found = [from_dict(dataclasses.asdict(row)) for row in run(args.quick, args.reps, sections, lengths)]
+    found = [from_dict(dataclasses.asdict(row)) for row in run(args.quick, args.reps, sections, lengths, args.head_length)]
     print(table(found))
     for row in found:
         print(row.json())
