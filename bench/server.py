@@ -100,12 +100,13 @@ class PeakRss:
 
 
 def pattern_bytes(server: Server, analysis_id: str) -> tuple[int, int]:
-    """(bytes of every stored pattern blob, bytes of the thumbnail blobs) of one analysis."""
+    """(bytes of what makes the patterns: the stored patterns, or the kept queries, keys and rules;
+    bytes of the thumbnail blobs) of one analysis."""
     with sqlite3.connect(server.data_dir / "loupe.db") as db:
         sizes = dict(
             db.execute("SELECT name, SUM(LENGTH(data)) FROM blob WHERE analysis_id = ? GROUP BY name", (analysis_id,))
         )
-    return sizes.get("pattern", 0), sizes.get("thumbnail", 0)
+    return sum(size for name, size in sizes.items() if name != "thumbnail"), sizes.get("thumbnail", 0)
 
 
 def memory_and_end_to_end(bench: Bench, server: Server) -> list[Row]:
