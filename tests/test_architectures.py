@@ -61,6 +61,11 @@ def _note(text: str) -> str:
     return f"; {text}" if text else ""
 
 
+def _eager_model(root: Path, name: str) -> Any:
+    """The saved tiny model as transformers loads it, with eager attention: the reference."""
+    return AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
+
+
 def _refused(name: str, exc: AppError) -> Outcome:
     """A refusal (a 422) or an error (any other status) of Loupe's, as the matrix reports it."""
     kind = "refused" if exc.status == REFUSED_STATUS else "error"
@@ -126,7 +131,7 @@ def _check(name: str, root: Path, store: ModelStore) -> Outcome:
     except Exception as exc:
         return Outcome(name, "error", _short(exc), metadata=metadata)
 
-    hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
+    hf = _eager_model(root, name)
     with torch.no_grad():
         expected_logits = hf(tokens).logits.float()  # [batch, pos, vocab]
         attentions = hf(tokens, output_attentions=True).attentions or ()
@@ -170,28 +175,23 @@ def check_kept(name: str, root: Path, store: ModelStore) -> Outcome:
     sinks and GQA included), and the streamed head stats and thumbnails equal those of the eager
     patterns; or the path declines the model (NotModelled: its long prompts store patterns, up to
     LOUPE_MAX_STORED_TOKENS) or Loupe refuses it with a 422."""
-    from loupe import attention_rule
-    from loupe.analyses.attention import StreamedStats, head_stats
-    from loupe.capture import summarize_and_keep
+    from loupe.analyses.attention import head_stats
+    from loupe.attention_rule import NotModelled
     from loupe.codec import _max_pool
+
+    from .kept import keep, recomputed
 
     try:
         model = store.get(f"local/{name}")
         tokens = model.tokenize(PROMPT, 256)  # [1, pos]
-        stats = StreamedStats(tokens.shape[1], model.entry.encoder)
-        saved, attention_rule.CHUNK_BYTES = attention_rule.CHUNK_BYTES, 1  # 16 rows a chunk: the prompt spans two
-        try:
-            with model.lock:
-                kept = summarize_and_keep(model, tokens, stats.add)
-        finally:
-            attention_rule.CHUNK_BYTES = saved
-    except attention_rule.NotModelled as exc:
+        kept, stats = keep(model, tokens)  # 16 rows a block: the prompt spans two
+    except NotModelled as exc:
         return Outcome(name, "refused", f"kept path declined: {exc}")
     except AppError as exc:
         return _refused(name, exc)
     except Exception as exc:
         return Outcome(name, "error", _short(exc))
-    hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
+    hf = _eager_model(root, name)
     with torch.no_grad():
         attentions = [a.float()[0] for a in hf(tokens, output_attentions=True).attentions or () if a is not None]  # [head, q, k]
     layers = sorted(layer for _, layer in kept.kept)
@@ -200,8 +200,7 @@ def check_kept(name: str, root: Path, store: ModelStore) -> Outcome:
     streamed = stats.stacked(model.n_layers)
     d_pattern = d_stats = 0.0
     for want, layer in zip(attentions, layers):
-        query, key, rule = kept.kept[0, layer]
-        got = torch.stack([torch.cat([block.full(rule.n_pos) for block in rule.of_head(h).head(query[h], key[h // rule.groups])]) for h in range(len(query))])
+        got = recomputed(kept, 0, layer)
         d_pattern = max(d_pattern, (got - want).abs().max().item(), (kept.pooled[0, layer] - _max_pool(want)).abs().max().item())
         full = head_stats(want, model.entry.encoder)
         d_stats = max(d_stats, *((streamed[stat][0, layer] - full[stat]).abs().max().item() for stat in full))
@@ -224,7 +223,7 @@ def check_logit_lens(name: str, root: Path, store: ModelStore) -> Outcome:
         return _refused(name, exc)
     except Exception as exc:
         return Outcome(name, "error", _short(exc))
-    hf = AutoModelForCausalLM.from_pretrained(root / name, attn_implementation="eager").float().eval()
+    hf = _eager_model(root, name)
     with torch.no_grad():
         probs = hf(torch.tensor([result.token_ids])).logits[0, -1].float().softmax(-1)  # [vocab]
     exit_layer = result.loop_layers[1]

@@ -128,25 +128,18 @@ def test_entropy_of_an_encoder_is_normalised_by_all_keys():
 
 
 @pytest.mark.parametrize("encoder", ENCODERS, ids=lambda e: e.name)
-def test_the_kept_path_recomputes_whole_encoder_patterns(store, encoder_dir, encoder, monkeypatch):
+def test_the_kept_path_recomputes_whole_encoder_patterns(store, encoder_dir, encoder):
     """A long prompt's kept queries and keys on an encoder: no mask, every query sees every key;
     recomputed heads and streamed stats (entropy over log T) equal HF eager's."""
-    from loupe import attention_rule
-    from loupe.analyses.attention import StreamedStats
-    from loupe.capture import summarize_and_keep
+    from .kept import keep, recomputed
 
-    monkeypatch.setattr(attention_rule, "CHUNK_BYTES", 1)  # 16 rows a block
     model = store.get(f"local/{encoder.name}")
     tokens = model.tokenize(TEXT, 128)  # [1, pos]
-    stats = StreamedStats(tokens.shape[1], bidirectional=True)
-    with model.lock:
-        kept = summarize_and_keep(model, tokens, stats.add)
+    kept, stats = keep(model, tokens, bidirectional=True)
     with torch.no_grad():
         expected = _hf(encoder_dir, encoder)(tokens, output_attentions=True).attentions  # [1, head, q, k] per layer
     streamed = stats.stacked(model.n_layers)
     for layer, want in enumerate(expected):
-        query, key, rule = kept.kept[0, layer]
-        got = torch.stack([torch.cat([b.full(rule.n_pos) for b in rule.of_head(h).head(query[h], key[h])]) for h in range(len(query))])
-        assert (got - want[0]).abs().max() < TOLERANCE
+        assert (recomputed(kept, 0, layer) - want[0]).abs().max() < TOLERANCE
         for stat, values in head_stats(want[0], bidirectional=True).items():
             assert (streamed[stat][0, layer] - values).abs().max() < TOLERANCE

@@ -297,3 +297,14 @@ def test_model_store_lists_and_boots_two_folders_without_remote_code(tmp_path, m
         assert max(per_iteration(patterns, expected.patterns)) < TOL and (logits - expected.logits).abs().max() < TOL
     text_tokens = store.get("local/huga").tokenize("the cat sat", 64)
     assert int(text_tokens[0, 0]) == 0 and int(text_tokens[0, 1]) != 0  # BOS prepended once
+
+
+def test_the_kept_path_equals_reference_at_every_iteration(model, tokens, ref):
+    """A long prompt's path: each recurrence's queries, keys and rule kept, every head recomputed."""
+    from ..kept import keep, recomputed
+
+    with seeded(model, SEED):
+        kept, _ = keep(model, tokens[:1])
+    for iteration in range(N_STEPS):
+        for layer in range(4):
+            assert (recomputed(kept, iteration, layer) - ref.patterns[iteration, layer, 0]).abs().max() < TOL

@@ -303,3 +303,13 @@ def test_model_store_boots_the_folder_without_remote_code(folder, tmp_path, monk
     text_tokens = loaded_model.tokenize("the cat sat", 64)
     assert int(text_tokens[0, 0]) == loaded_model.tokenizer.bos_token_id  # BOS prepended once
     assert int(text_tokens[0, 1]) != loaded_model.tokenizer.bos_token_id
+
+
+def test_the_kept_path_equals_reference_at_every_iteration(model, tokens, ref):
+    """A long prompt's path: each step's queries, keys and rule kept, every head recomputed."""
+    from ..kept import keep, recomputed
+
+    kept, _ = keep(model, tokens[:1])
+    for iteration in range(N_ITERATIONS):
+        for layer in range(2):
+            assert (recomputed(kept, iteration, layer) - ref["patterns"][iteration, layer, 0]).abs().max() < TOL
