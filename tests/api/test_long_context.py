@@ -123,6 +123,10 @@ def test_a_whole_head_past_the_text_limit_is_no_json_or_csv(long_client, monkeyp
         assert response.status_code == 413 and response.json()["code"] == "too_long"
         assert "format=u16" in response.json()["error"]
     assert long_client.get(f"/api/analyses/{analysis_id}/attention?layer=0&head=0&format=stored").status_code == 200
+    monkeypatch.setattr(routes, "MAX_WHOLE_HEAD_TOKENS", 32)  # past it, no whole head is made: regions only
+    response = long_client.get(f"/api/analyses/{analysis_id}/attention?layer=0&head=0&format=u16")
+    assert response.status_code == 413 and "/attention/tile" in response.json()["error"]
+    assert long_client.get(f"/api/analyses/{analysis_id}/attention/tile?layer=0&head=0").status_code == 200
 
 
 def test_past_the_stored_limit_a_model_loupe_does_not_recompute_is_refused(tmp_path, long_dir, monkeypatch):

@@ -175,8 +175,7 @@ def get_attention(
         headers = {"X-Shape": ",".join(map(str, blob.shape)), "X-Codec": blob.codec, **IMMUTABLE}
         return Response(content=blob.data, media_type="application/octet-stream", headers=headers)
     row, rows = runs.head(analysis_id, iteration, layer, head)
-    if format == "json":
-        _refuse_whole_head(rows.n_pos, "JSON")
+    _refuse_whole_head(rows.n_pos, "JSON" if format == "json" else "one response")
     pattern = rows.whole()  # [query_pos, key_pos]
     headers = {"X-Shape": f"{rows.n_pos},{rows.n_pos}", **IMMUTABLE}
     if format == "stored":
@@ -188,15 +187,19 @@ def get_attention(
 
 
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}  # a done analysis' id names its content
-# Past this many tokens a whole head is no JSON or CSV (4M numbers): the tile route serves it in views.
+# Past these many tokens a whole head is no JSON or CSV (4M numbers), or no response at all (a
+# recomputed head of 16,384 tokens is 1 GB of float32 in the server): the tile route serves it in views.
 MAX_TEXT_HEAD_TOKENS = 2048
+MAX_WHOLE_HEAD_TOKENS = 8192
 
 
 def _refuse_whole_head(n_pos: int, what: str) -> None:
-    if n_pos > MAX_TEXT_HEAD_TOKENS:
+    limit = MAX_TEXT_HEAD_TOKENS if what in ("JSON", "CSV") else MAX_WHOLE_HEAD_TOKENS
+    if n_pos > limit:
+        other = "with format=u16 or format=stored, or" if limit < MAX_WHOLE_HEAD_TOKENS else "as"
         raise TooLong(
-            f"A head of {n_pos} tokens is {n_pos * n_pos:,} weights: too many for {what} (at most {MAX_TEXT_HEAD_TOKENS} "
-            "tokens). Read it with format=u16 or format=stored, or a region at a time from /attention/tile."
+            f"A head of {n_pos} tokens is {n_pos * n_pos:,} weights: too many for {what} (at most {limit} tokens). "
+            f"Read it {other} a region at a time from /attention/tile."
         )
 
 
