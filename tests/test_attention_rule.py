@@ -27,12 +27,16 @@ def plain_attention(query, key, scaling, allowed, softcap=None, sinks=None):
 
 def masks() -> dict[str, torch.Tensor]:
     """[q, k] boolean masks of every shape the kept path models."""
-    q, k = torch.arange(T)[:, None], torch.arange(T)[None]
+    return masks_of(T)
+
+
+def masks_of(n_pos: int) -> dict[str, torch.Tensor]:
+    q, k = torch.arange(n_pos)[:, None], torch.arange(n_pos)[None]
     return {
         "causal": k <= q,
         "sliding window 5": (k <= q) & (q - k < 5),
         "chunks of 8": (k <= q) & (q // 8 == k // 8),
-        "bidirectional": torch.ones(T, T, dtype=torch.bool),
+        "bidirectional": torch.ones(n_pos, n_pos, dtype=torch.bool),
         "bidirectional window 4": (q - k).abs() < 4,
     }
 
@@ -112,3 +116,17 @@ def test_a_tile_is_the_max_pool_of_its_region(region, size, per_row):
     source = pattern / pattern.amax(-1, keepdim=True).clamp(min=1e-30) if per_row else pattern  # a row of zeros stays 0
     want = torch.nn.functional.adaptive_max_pool2d(source[q0:q1, k0:k1][None], (min(size, q1 - q0), min(size, k1 - k0)))[0]
     assert got.shape == want.shape and (got - want).abs().max() <= 0.5 / 65535 + 1e-7
+
+
+def test_the_entropy_holds_where_a_rows_own_previous_and_first_weights_underflow():
+    """log Z is read off a weight the row holds (its own, previous or first key's); where all three are
+    0 in float32 (one key takes everything by e^200) the row's denominator is summed again."""
+    n_pos = 9
+    query = torch.ones(1, 1, n_pos, 1)
+    key = torch.zeros(1, 1, n_pos, 1)
+    key[0, 0, 4] = 200.0  # every query from 4 on puts all its weight on key 4
+    rule = AttentionRule.of_call(torch.nn.Module(), query, key, None, 1.0, None, None, None)
+    rows = rule.rows(query[0], key[0], 0)
+    want = plain_attention(query[0], key[0], 1.0, masks_of(n_pos)["causal"])
+    assert (rows.probs - want).abs().max() < 1e-6 and want[0, 8, 6:].max() == 0  # underflowed, as in HF eager
+    assert (rows.entropy - -torch.special.xlogy(want, want).sum(-1)).abs().max() < 1e-4

@@ -149,25 +149,48 @@ class AttentionRule:
         if self.softcap is not None:
             scores.div_(self.softcap).tanh_().mul_(self.softcap)
         _mask_outside(scores, lo - first, hi - first)
-        peak = scores.amax(-1, keepdim=True)  # [head, n, 1]
-        if self.sinks is not None:
-            peak = torch.maximum(peak, self.sinks.view(-1, 1, 1))
-        scores.sub_(peak).exp_()
-        total = scores.sum(-1, keepdim=True)
-        if self.sinks is not None:
-            total += torch.exp(self.sinks.view(-1, 1, 1) - peak)
-        scores.div_(total)  # now the probabilities
+        if self.sinks is None:
+            torch._softmax(scores, -1, False, out=scores)  # in place, row by row in cache: bitwise torch.softmax
+            log_total = None
+        else:  # the sink takes its share of the denominator and is no key
+            peak = torch.maximum(scores.amax(-1, keepdim=True), self.sinks.view(-1, 1, 1))  # [head, n, 1]
+            scores.sub_(peak).exp_()
+            total = scores.sum(-1, keepdim=True) + torch.exp(self.sinks.view(-1, 1, 1) - peak)
+            scores.div_(total)
+            log_total = (peak + total.log()).squeeze(-1)  # [head, n]: log of the softmax' denominator
         products = None if values is None else torch.matmul(scores, values[:, first:last])  # [head, n, d_v + d]
         output = None if products is None else products[..., : values.shape[-1] - key.shape[-1]]
         spread = None
         if entropy and self.softcap is None:  # -sum p log p = log Z sum p - sum p s, and sum p s = scale q . (P K)
-            log_total = (peak + total.log()).squeeze(-1)  # [head, n]: log of the softmax' denominator
+            if log_total is None:
+                log_total = self._log_total(query, key, scores, start, first)
             mass = scores.sum(-1) if self.sinks is not None else 1.0
             weighted = torch.matmul(scores, key[:, first:last]) if products is None else products[..., output.shape[-1] :]  # [head, n, d]
             spread = log_total * mass - (query * self.scaling * weighted).sum(-1)
         elif entropy:
             spread = -torch.special.xlogy(scores, scores).sum(-1)
         return Rows(start, first, scores, spread, self.n_pos, output)
+
+    def _log_total(self, query: torch.Tensor, key: torch.Tensor, probs: torch.Tensor, start: int, first: int) -> torch.Tensor:
+        """[head, n] log of each row's softmax denominator, log Z = s_j - log p_j for the key j among the
+        row's own, previous and first visible ones with the largest p (whose float32 p then holds its full
+        precision); a row where even that p is below 1e-30 is summed again from its scores."""
+        n_heads, n_rows, n_keys = probs.shape
+        pos = torch.arange(start, start + n_rows)
+        lo, hi = self.lo[start : start + n_rows], self.hi[start : start + n_rows]
+        candidates = torch.stack([pos, pos - 1, lo]).clamp(min=0)  # [3, n]
+        visible = (candidates >= lo) & (candidates < hi)
+        columns = (candidates - first).clamp(0, n_keys - 1)
+        picked = torch.stack([probs[:, torch.arange(n_rows), column] for column in columns]).where(visible[:, None], 0.0)  # [3, head, n]
+        best, which = picked.max(0)  # [head, n]
+        chosen = candidates[which, torch.arange(n_rows)]  # [head, n]: the key position picked
+        chosen_keys = key.gather(1, chosen[..., None].expand(-1, -1, key.shape[-1]))  # [head, n, d]
+        log_total = (query * self.scaling * chosen_keys).sum(-1) - best.log()
+        if bool((best < 1e-30).any()):  # rows whose every candidate underflowed: their denominator summed anew
+            for head, row in (best < 1e-30).nonzero().tolist():
+                scores = (query[head, row] * self.scaling) @ key[head, lo[row] : hi[row]].T
+                log_total[head, row] = torch.logsumexp(scores, -1)
+        return log_total
 
     def head(self, query: torch.Tensor, key: torch.Tensor, row_start: int = 0, row_end: int | None = None) -> Iterator[Block]:
         """One head's rows [row_start, row_end) (query, key [T, d]; a rule of_head), a block at a
