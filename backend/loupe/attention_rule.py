@@ -140,7 +140,8 @@ class AttentionRule:
         [head, T, d_v + d], each head's values then its keys: the rows' attention output is
         computed too, in the one product that also gives the entropy. `entropy` False: none."""
         n_heads, n_rows, _ = query.shape
-        lo, hi = self.lo[start : start + n_rows], self.hi[start : start + n_rows]
+        lo, hi = self.lo[start : start + n_rows].to(query.device), self.hi[start : start + n_rows].to(query.device)
+        sinks = None if self.sinks is None else self.sinks.to(query.device).view(-1, 1, 1)
         first, last = int(lo.min()), int(hi.max())  # the keys any of these rows sees
         n_keys = last - first
         scores = (out.view(-1)[: n_heads * n_rows * n_keys].view(n_heads, n_rows, n_keys) if out is not None
@@ -153,9 +154,9 @@ class AttentionRule:
             torch._softmax(scores, -1, False, out=scores)  # in place, row by row in cache: bitwise torch.softmax
             log_total = None
         else:  # the sink takes its share of the denominator and is no key
-            peak = torch.maximum(scores.amax(-1, keepdim=True), self.sinks.view(-1, 1, 1))  # [head, n, 1]
+            peak = torch.maximum(scores.amax(-1, keepdim=True), sinks)  # [head, n, 1]
             scores.sub_(peak).exp_()
-            total = scores.sum(-1, keepdim=True) + torch.exp(self.sinks.view(-1, 1, 1) - peak)
+            total = scores.sum(-1, keepdim=True) + torch.exp(sinks - peak)
             scores.div_(total)
             log_total = (peak + total.log()).squeeze(-1)  # [head, n]: log of the softmax' denominator
         products = None if values is None else torch.matmul(scores, values[:, first:last])  # [head, n, d_v + d]
@@ -176,14 +177,15 @@ class AttentionRule:
         row's own, previous and first visible ones with the largest p (whose float32 p then holds its full
         precision); a row where even that p is below 1e-30 is summed again from its scores."""
         n_heads, n_rows, n_keys = probs.shape
-        pos = torch.arange(start, start + n_rows)
-        lo, hi = self.lo[start : start + n_rows], self.hi[start : start + n_rows]
+        rows = torch.arange(n_rows, device=probs.device)
+        lo, hi = self.lo[start : start + n_rows].to(probs.device), self.hi[start : start + n_rows].to(probs.device)
+        pos = rows + start
         candidates = torch.stack([pos, pos - 1, lo]).clamp(min=0)  # [3, n]
         visible = (candidates >= lo) & (candidates < hi)
         columns = (candidates - first).clamp(0, n_keys - 1)
-        picked = torch.stack([probs[:, torch.arange(n_rows), column] for column in columns]).where(visible[:, None], 0.0)  # [3, head, n]
+        picked = torch.stack([probs[:, rows, column] for column in columns]).where(visible[:, None], 0.0)  # [3, head, n]
         best, which = picked.max(0)  # [head, n]
-        chosen = candidates[which, torch.arange(n_rows)]  # [head, n]: the key position picked
+        chosen = candidates[which, rows]  # [head, n]: the key position picked
         chosen_keys = key.gather(1, chosen[..., None].expand(-1, -1, key.shape[-1]))  # [head, n, d]
         log_total = (query * self.scaling * chosen_keys).sum(-1) - best.log()
         if bool((best < 1e-30).any()):  # rows whose every candidate underflowed: their denominator summed anew
@@ -208,10 +210,10 @@ def _mask_outside(scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> N
     n_keys = scores.shape[-1]
     left, right = int(lo.max()), int(hi.min())
     if left > 0:
-        cols = torch.arange(left)
+        cols = torch.arange(left, device=scores.device)
         scores[..., :left].masked_fill_(cols[None, :] < lo[:, None], -math.inf)
     if right < n_keys:
-        cols = torch.arange(right, n_keys)
+        cols = torch.arange(right, n_keys, device=scores.device)
         scores[..., right:].masked_fill_(cols[None, :] >= hi[:, None], -math.inf)
 
 

@@ -234,7 +234,7 @@ class KeptAttention:
         self.pooled: dict[tuple[int, int], torch.Tensor] = {}  # -> float32 [head, s, s]
 
     def add(self, iteration: int, layer: int, query: torch.Tensor, key: torch.Tensor, rule: AttentionRule) -> None:
-        self.kept[iteration, layer] = (query.float().contiguous(), key.float().contiguous(), rule)
+        self.kept[iteration, layer] = (query.float().cpu().contiguous(), key.float().cpu().contiguous(), rule)  # an accelerator's too
 
     def pool(self, iteration: int, layer: int, rows: Rows) -> None:
         """Fold one chunk of rows into the firing's thumbnails."""
@@ -269,7 +269,7 @@ class KeptAttention:
                 out += [Slice("key", iteration, layer, head, F32, list(k.shape), k.numpy().tobytes()) for head, k in enumerate(keys_)]
                 out.append(Slice("rule", iteration, layer, -1, RULE, [rule.n_pos], rule.to_bytes()))
             blank = torch.zeros_like(next(self.pooled[key] for key in keys if key is not None))
-            data, shape = _thumbnail_bytes(torch.stack([blank if key is None else self.pooled[key] for key in keys]))  # [layer, head, s, s]
+            data, shape = _thumbnail_bytes(torch.stack([blank if key is None else self.pooled[key] for key in keys]).cpu())  # [layer, head, s, s]
             out.append(Slice("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
         return out
 

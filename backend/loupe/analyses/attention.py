@@ -89,21 +89,22 @@ class StreamedStats:
     def add(self, iteration: int, layer: int, rows: Rows) -> None:
         probs = rows.probs  # [head, n, keys], keys from rows.key_start
         n_rows, n_keys = probs.shape[1:]
-        pos = torch.arange(rows.start, rows.start + n_rows)
+        row = torch.arange(n_rows, device=probs.device)
+        pos = row + rows.start
 
         def at(key_pos: torch.Tensor) -> torch.Tensor:  # [head, n]: each row's weight on key_pos (0 outside the keys held)
             col = key_pos - rows.key_start
             held = (col >= 0) & (col < n_keys)
-            return torch.where(held, probs[:, torch.arange(n_rows), col.clamp(0, n_keys - 1)], 0.0)
+            return torch.where(held, probs[:, row, col.clamp(0, n_keys - 1)], 0.0)
 
-        visible = torch.log(torch.full((n_rows,), float(self.n_pos)) if self.bidirectional else pos.float() + 1)
+        visible = torch.log(torch.full_like(pos, self.n_pos, dtype=torch.float32) if self.bidirectional else pos.float() + 1)
         values = {
             "bos": at(torch.zeros_like(pos)), "previous_token": at(pos - 1), "self": at(pos),
             "entropy": rows.entropy / visible.clamp(min=1e-30),
         }
         sums = self.sums.setdefault((iteration, layer), {name: torch.zeros(probs.shape[0], dtype=torch.float64) for name in values})
         for name, value in values.items():
-            sums[name] += value[:, pos >= FIRST_QUERY[name]].double().sum(-1)
+            sums[name] += value[:, pos >= FIRST_QUERY[name]].double().sum(-1).cpu()
 
     def stacked(self, n_layers: int) -> dict[str, torch.Tensor]:
         """stat -> [iteration, layer, head], as summarize_and_store gives them."""
