@@ -2,7 +2,9 @@
 // T x T cells cannot draw in time, so the server max-pools the pattern to the canvas' pixels (the
 // tile endpoint) and every zoom fetches its region at screen resolution again. Token labels once a
 // region is small enough to read them; a hover readout that names the query and key tokens at any
-// zoom; three colour scales. The zoom region and colour scale are the page's URL state (onChange).
+// zoom; three colour scales. Box, wheel and pan move the region; while they move it the image drawn
+// last is stretched or shifted at once, and the new region's tile is fetched once they stop. The
+// zoom region and colour scale are the page's URL state (onChange).
 
 import * as api from "./api.js";
 import { colorBar, SCALE_LABELS, SCALES, table } from "./colormap.js";
@@ -21,7 +23,10 @@ const AXIS_PX = 104; // the strip of query labels left of the map (and of key la
 const MAX_SIDE = 960;
 const MIN_BOX_PX = 4; // a smaller drag is a click, not a zoom
 const HOVER_DELAY_MS = 60; // a pooled cell's own maximum is fetched once the pointer rests
-const IDLE = "Hover a cell for its query and key tokens. Drag a box to zoom; double-click or Reset to see the whole head.";
+const WHEEL_STEP = 1.25; // one wheel notch zooms by this factor
+const MIN_SPAN = 8; // the wheel zooms in no further than this many positions a side
+const SETTLE_MS = 180; // a wheel burst or pan fetches its region's tile once this long has passed without another
+const IDLE = "Hover a cell for its query and key tokens. Drag a box or turn the wheel to zoom; Shift-drag (or middle-drag) to pan; double-click or Reset to see the whole head.";
 
 const MARKUP = `
   <div class="long-map-tools">
@@ -58,6 +63,8 @@ export function mount(el, { onChange, onError }) {
     zoom: null, scale: "linear", side: 0,
     drawn: null, // {key, headKey, tile, image, region}: what the canvas shows
     controller: null, hoverController: null, hoverTimer: null, drag: null,
+    pan: null, // {from: [x, y], region}: where a pan started
+    moving: null, settleTimer: null, // the region a wheel or pan is moving to, not yet fetched (fractional)
   };
   el._longMap = v;
   v.select.append(...SCALES.map((scale) => new Option(SCALE_LABELS[scale], scale)));
@@ -75,6 +82,7 @@ export function mount(el, { onChange, onError }) {
  * scale. Resolves once painted (or superseded by a newer view). `name` names the PNG. */
 export function show(el, { id, layer, head, iteration, tokens, zoom, color, name }) {
   const v = el._longMap;
+  settle(v);
   v.head = { id, layer, head, iteration, tokens };
   v.zoom = validZoom(zoom, tokens.length);
   v.scale = SCALES.includes(color) ? color : "linear";
@@ -96,6 +104,7 @@ const regionOf = (v) => v.zoom ?? [0, v.head.tokens.length, 0, v.head.tokens.len
 /** A view the user chose: reported to the page (its URL), then painted. */
 function choose(v, { zoom = v.zoom, color = v.scale }) {
   if (!v.head) return;
+  settle(v);
   v.zoom = validZoom(zoom, v.head.tokens.length);
   v.scale = color;
   v.onChange({ zoom: v.zoom, color: v.scale });
@@ -121,7 +130,7 @@ async function paint(v) {
   }
   const size = Math.min(MAX_TILE, v.canvas.width);
   const norm = v.scale === "row" ? "row" : "none";
-  const headKey = [id, layer, head, iteration].join("/");
+  const headKey = headKeyOf(v);
   const key = [headKey, region, size, norm, v.scale, v.canvas.width].join("/");
   v.canvas.dataset.region = region.join(",");
   labelAxes(v, region, tokens);
@@ -153,6 +162,21 @@ async function paint(v) {
     marked = true;
     performance.mark("loupe:long-map-drawn");
   }
+}
+
+const headKeyOf = (v) => [v.head.id, v.head.layer, v.head.head, v.head.iteration].join("/");
+
+/** Show `region` at once with the image drawn last (stretched or shifted to it) and its labels; its
+ * own tile is not fetched (the map is not ready) until the move rests (rest()). */
+function preview(v, region) {
+  v.controller?.abort();
+  cancelHover(v);
+  v.canvas.dataset.ready = "false";
+  v.canvas.dataset.region = region.join(",");
+  labelAxes(v, region, v.head.tokens);
+  const ctx = v.canvas.getContext("2d");
+  ctx.clearRect(0, 0, v.canvas.width, v.canvas.height);
+  if (v.drawn?.headKey === headKeyOf(v)) place(v, v.drawn.image, v.drawn.region, region);
 }
 
 /** A tile as an image of rows x cols pixels, one per cell, coloured under `scale`. */
@@ -217,7 +241,7 @@ function niceStep(raw) {
   return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw);
 }
 
-// ---- pointer: zoom box and hover -------------------------------------------------------------
+// ---- pointer: zoom box, wheel, pan and hover -------------------------------------------------
 
 function bindPointer(v) {
   const point = (event) => {
@@ -225,33 +249,114 @@ function bindPointer(v) {
     return [Math.min(Math.max(event.clientX - rect.left, 0), rect.width), Math.min(Math.max(event.clientY - rect.top, 0), rect.height)];
   };
   v.stage.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0 || !v.head) return;
-    v.drag = point(event);
+    if (!v.head || (event.button !== 0 && event.button !== 1)) return;
+    const region = v.moving ?? regionOf(v);
+    if (event.button === 1 || event.shiftKey) {
+      event.preventDefault(); // no middle-button autoscroll, no text selection
+      if (isWhole(v, region)) return; // the whole head has nowhere to pan to
+      v.pan = { from: point(event), region };
+      v.stage.classList.add("panning");
+    } else {
+      v.drag = point(event);
+    }
     v.stage.setPointerCapture(event.pointerId);
   });
   v.stage.addEventListener("pointermove", (event) => {
     const [x, y] = point(event);
+    if (v.pan) return panTo(v, x, y);
     if (!v.drag) return hover(v, x, y);
     const [x0, y0] = v.drag;
     Object.assign(v.box.style, { left: `${Math.min(x, x0)}px`, top: `${Math.min(y, y0)}px`, width: `${Math.abs(x - x0)}px`, height: `${Math.abs(y - y0)}px` });
     v.box.hidden = false;
   });
+  const endPan = () => {
+    v.pan = null;
+    v.stage.classList.remove("panning");
+    if (v.moving) rest(v);
+  };
   v.stage.addEventListener("pointerup", (event) => {
+    if (v.pan) return endPan();
     if (!v.drag) return;
     const [[x0, y0], [x1, y1]] = [v.drag, point(event)];
     v.drag = null;
     v.box.hidden = true;
     if (Math.abs(x1 - x0) < MIN_BOX_PX || Math.abs(y1 - y0) < MIN_BOX_PX) return;
-    const [q0, q1, k0, k1] = regionOf(v);
+    const [q0, q1, k0, k1] = v.moving ?? regionOf(v);
     const [qa, qb] = span(q0, q1, Math.min(y0, y1) / v.side, Math.max(y0, y1) / v.side);
     const [ka, kb] = span(k0, k1, Math.min(x0, x1) / v.side, Math.max(x0, x1) / v.side);
     choose(v, { zoom: [qa, qb, ka, kb] });
   });
+  v.stage.addEventListener("pointercancel", endPan);
   v.stage.addEventListener("pointerleave", () => {
-    if (v.drag) return;
+    if (v.drag || v.pan) return;
     cancelHover(v);
     v.readout.textContent = IDLE;
   });
+  // Only a wheel turned over the canvas is the map's: anywhere else the page scrolls as usual.
+  v.canvas.addEventListener("wheel", (event) => {
+    if (!v.head) return;
+    event.preventDefault();
+    if (v.pan || v.drag) return; // one gesture at a time
+    const notches = event.deltaY / [100, 3, 1][event.deltaMode]; // pixels, lines or pages per notch
+    const [x, y] = point(event);
+    wheelZoom(v, WHEEL_STEP ** notches, x / v.side, y / v.side);
+  }, { passive: false });
+}
+
+const isWhole = (v, [q0, q1, k0, k1]) => q0 <= 0 && k0 <= 0 && q1 >= v.head.tokens.length && k1 >= v.head.tokens.length;
+
+/** Scale the region by `factor` (over 1: out) about the point at fractions (fx, fy) of the canvas,
+ * which stays over the same positions: each side between MIN_SPAN positions and the whole head. */
+function wheelZoom(v, factor, fx, fy) {
+  const n = v.head.tokens.length;
+  const [q0, q1, k0, k1] = v.moving ?? regionOf(v);
+  const scaled = (lo, hi, f) => {
+    const width = Math.min(n, Math.max(Math.min(hi - lo, MIN_SPAN), (hi - lo) * factor)); // never narrower by a wheel past MIN_SPAN
+    return within(lo + f * (hi - lo) - f * width, width, n);
+  };
+  move(v, [...scaled(q0, q1, fy), ...scaled(k0, k1, fx)]);
+}
+
+/** Shift the region a pan started from by the pointer's path since, kept inside the head. */
+function panTo(v, x, y) {
+  const n = v.head.tokens.length;
+  const { from: [x0, y0], region: [q0, q1, k0, k1] } = v.pan;
+  const dq = ((y0 - y) / v.side) * (q1 - q0);
+  const dk = ((x0 - x) / v.side) * (k1 - k0);
+  move(v, [...within(q0 + dq, q1 - q0, n), ...within(k0 + dk, k1 - k0, n)]);
+}
+
+/** [lo, hi] of `width` positions from `lo`, moved back inside 0..n. */
+function within(lo, width, n) {
+  const start = Math.min(n - width, Math.max(0, lo));
+  return [start, start + width];
+}
+
+/** A wheel or pan moved the region to `moving` (fractional positions): show it now, in whole
+ * positions, and fetch nothing until it rests. */
+function move(v, moving) {
+  v.moving = moving;
+  preview(v, rounded(moving));
+  clearTimeout(v.settleTimer);
+  if (!v.pan) rest(v); // a pan rests when it is let go
+}
+
+/** Choose the region moved to, fetching its tile, unless it moves again within SETTLE_MS. */
+function rest(v) {
+  clearTimeout(v.settleTimer);
+  v.settleTimer = setTimeout(() => choose(v, { zoom: rounded(v.moving) }), SETTLE_MS);
+}
+
+/** A fractional region in whole positions, at least one a side. */
+function rounded(region) {
+  const [q0, q1, k0, k1] = region.map(Math.round);
+  return [q0, Math.max(q0 + 1, q1), k0, Math.max(k0 + 1, k1)];
+}
+
+/** Drop a wheel or pan's region not yet chosen: another view replaces it. */
+function settle(v) {
+  clearTimeout(v.settleTimer);
+  v.moving = null;
 }
 
 /** The positions a box from fraction a to b of an axis showing lo..hi covers: at least one. */

@@ -1,12 +1,14 @@
 """A long prompt's head in a real Chromium (longmap.js): the overview from the tile endpoint on a
 canvas, a box zoom down to labelled tokens, a hover readout that names the right tokens and weight
-at any zoom (checked against the whole head's exact u16 weights), the three colour scales, and a
-share link that reopens the same zoom."""
+at any zoom (checked against the whole head's exact u16 weights), the three colour scales, a
+share link that reopens the same zoom, and wheel zoom and Shift- or middle-drag pan, each fetching
+one tile when it stops."""
 
 import base64
 import re
 import struct
 import time
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import numpy as np
@@ -240,3 +242,76 @@ def test_a_long_map_zooms_to_labelled_tokens_hovers_exactly_and_reopens_from_its
     fresh.dblclick(MAP)
     fresh.wait_for_selector(f"{MAP}[data-ready=true][data-region='0,{n},0,{n}']")
     assert "zoom" not in url_state(fresh.url)
+
+
+def view_tiles(page, width: int) -> list[list[int]]:
+    """The regions of the map tiles the page fetched, in order: tiles at the canvas' width (a hover's
+    exact look-up fetches a tile at its block's size)."""
+    found = [parse_qs(urlparse(url).query) for _, url in page.requests if "/attention/tile?" in url]
+    return [[int(q[name][0]) for name in ("q0", "q1", "k0", "k1")] for q in found if q["size"] == [str(width)]]
+
+
+def test_the_wheel_zooms_about_the_pointer_and_a_shift_or_middle_drag_pans_fetching_one_tile_each(new_long_page, analysis):
+    n = len(analysis["tokens"])
+    page = new_long_page()
+    page.goto(f"/?analysis={analysis['id']}&view=attention&layer={LAYER}&head={HEAD}")
+    width = drawn(page)["size"][1]
+    side = page.locator(MAP).bounding_box()["width"]
+    assert "Shift-drag" in page.text_content("[data-testid=hover-readout]")
+
+    # A shift-drag over the whole head has nowhere to pan to: the map stays as it is, unboxed.
+    page.keyboard.down("Shift")
+    page.mouse.move(*at(page, 600, 400))
+    page.mouse.down()
+    page.mouse.move(*at(page, 900, 700), steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert page.get_attribute(MAP, "data-ready") == "true" and page.get_attribute(MAP, "data-region") == f"0,{n},0,{n}"
+    assert page.locator("[data-role=box]").is_hidden()
+
+    # Three wheel notches in over (1200, 1100): that point stays under the pointer, each side 1.25^3
+    # shorter, and only the burst's last region is fetched.
+    before = len(view_tiles(page, width))
+    q, k = 1200.5, 1100.5
+    page.mouse.move(*at(page, q, k))
+    for _ in range(3):
+        page.mouse.wheel(0, -100)
+    page.wait_for_selector(f"{MAP}:not([data-region='0,{n},0,{n}'])")
+    q0, q1, k0, k1 = region = drawn(page)["region"]
+    assert abs((q1 - q0) - n / 1.25**3) <= 2 and abs((k1 - k0) - n / 1.25**3) <= 2
+    assert abs((q - q0) / (q1 - q0) - q / n) < 2 / (q1 - q0) and abs((k - k0) / (k1 - k0) - k / n) < 2 / (k1 - k0)
+    time.sleep(0.4)  # past the wheel's rest: no further fetch
+    assert view_tiles(page, width)[before:] == [region] and url_state(page.url)["zoom"] == ",".join(map(str, region))
+
+    # Shift-drag 150 px left and 100 px down: the region moves that far right in keys and up in
+    # queries, at the same size; one tile, for where the drag let go.
+    before = len(view_tiles(page, width))
+    x, y = at(page, 1100, 1000)
+    page.keyboard.down("Shift")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 150, y + 100, steps=6)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    page.wait_for_selector(f"{MAP}:not([data-region='{','.join(map(str, region))}'])")
+    panned = drawn(page)["region"]
+    dq, dk = -100 / side * (q1 - q0), 150 / side * (k1 - k0)
+    assert abs(panned[0] - (q0 + dq)) <= 1 and abs(panned[2] - (k0 + dk)) <= 1
+    assert (panned[1] - panned[0], panned[3] - panned[2]) == (q1 - q0, k1 - k0)
+    time.sleep(0.4)
+    assert view_tiles(page, width)[before:] == [panned] and url_state(page.url)["zoom"] == ",".join(map(str, panned))
+
+    # A middle-button drag far up and left stops at the head's last query and key.
+    x, y = at(page, 1000, 1000)
+    page.mouse.move(x, y)
+    page.mouse.down(button="middle")
+    page.mouse.move(x - 2 * side, y - 2 * side, steps=4)
+    page.mouse.up(button="middle")
+    page.wait_for_selector(f"{MAP}[data-ready=true][data-region='{n - (q1 - q0)},{n},{n - (k1 - k0)},{n}']")
+
+    # Wheel far out: the whole head again, and the zoom leaves the URL.
+    page.mouse.move(*at(page, 1500, 1500))
+    for _ in range(6):
+        page.mouse.wheel(0, 100)
+    page.wait_for_selector(f"{MAP}[data-ready=true][data-region='0,{n},0,{n}']")
+    wait_js(page, "!new URLSearchParams(location.search).has('zoom')")
