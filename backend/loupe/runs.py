@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ValidationError
 
