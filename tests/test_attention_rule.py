@@ -105,13 +105,28 @@ def test_intervals_read_every_row():
     assert lo.tolist() == [pos // 8 * 8 for pos in range(T)] and hi.tolist() == list(range(1, T + 1))
 
 
-@pytest.mark.parametrize("region, size, per_row", [((0, T, 0, T), 512, False), ((3, 30, 2, 20), 7, False), ((0, T, 0, T), 10, True), ((5, 6, 0, T), 4, True)])
-def test_a_tile_is_the_max_pool_of_its_region(region, size, per_row):
+TILE_CASES = [
+    ((0, T, 0, T), 512, False), ((3, 30, 2, 20), 7, False), ((0, T, 0, T), 10, True), ((5, 6, 0, T), 4, True),
+    ((0, 36, 0, 36), 12, False), ((1, 36, 1, 25), 8, True), ((0, 36, 6, 36), 5, False),  # equal column bins
+]
+
+
+@pytest.mark.parametrize("region, size, per_row", TILE_CASES)
+@pytest.mark.parametrize("window", [False, True])
+def test_a_tile_is_the_max_pool_of_its_region(region, size, per_row, window):
     pattern = torch.rand(T, T, generator=torch.Generator().manual_seed(7)).tril()
+    if window:
+        pattern = pattern.triu(-9)  # a sliding window: each block holds only its rows' last 10 keys
     pattern /= pattern.sum(-1, keepdim=True)
     pattern[:, :2] = 0  # blocks hold keys 2.. only: the rest must read as 0
     q0, q1, k0, k1 = region
-    blocks = [Block(start, 2, pattern[start : min(q1, start + 6), 2:]) for start in range(q0, q1, 6)]  # rows come in blocks
+
+    def block(start: int) -> Block:
+        end = min(q1, start + 6)
+        first = max(2, start - 9) if window else 2
+        return Block(start, first, pattern[start:end, first:end])
+
+    blocks = [block(start) for start in range(q0, q1, 6)]  # rows come in blocks
     got = torch.from_numpy(tile(blocks, region, size, per_row).astype("float32")) / 65535
     source = pattern / pattern.amax(-1, keepdim=True).clamp(min=1e-30) if per_row else pattern  # a row of zeros stays 0
     want = torch.nn.functional.adaptive_max_pool2d(source[q0:q1, k0:k1][None], (min(size, q1 - q0), min(size, k1 - k0)))[0]

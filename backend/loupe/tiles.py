@@ -36,12 +36,32 @@ def tile(blocks: Iterable[Block], region: tuple[int, int, int, int], size: int, 
     q0, q1, k0, k1 = region
     n_cols = min(size, k1 - k0)
     columns = torch.empty((q1 - q0, n_cols))  # [query, column bin]: pooled over keys, block by block
+    width = (k1 - k0) // n_cols if (k1 - k0) % n_cols == 0 else None  # equal column bins: pooled in place
     for block in blocks:
         probs = block.probs / block.probs.amax(-1, keepdim=True).clamp(min=1e-30) if per_row else block.probs
         lo, hi = max(k0, block.key_start), min(k1, block.key_start + probs.shape[-1])  # the region's keys it holds
+        rows = columns[block.start - q0 : block.start - q0 + len(probs)]
+        if width is not None:
+            rows.zero_()  # weights are >= 0 and every key it does not hold is 0: a bin's max is that of its held part
+            if lo < hi:
+                _pool_equal(probs[:, lo - block.key_start : hi - block.key_start], lo - k0, width, rows)
+            continue
         held = probs.new_zeros((len(probs), k1 - k0))
         if lo < hi:
             held[:, lo - k0 : hi - k0] = probs[:, lo - block.key_start : hi - block.key_start]
-        columns[block.start - q0 : block.start - q0 + len(probs)] = torch.nn.functional.adaptive_max_pool1d(held[None], n_cols)[0]
+        rows.copy_(torch.nn.functional.adaptive_max_pool1d(held[None], n_cols)[0])
     pooled = torch.nn.functional.adaptive_max_pool1d(columns.T[None].contiguous(), min(size, q1 - q0))[0].T  # [row bin, column bin]
     return (pooled.clamp(0, 1) * SCALE).round().to(torch.int32).numpy().astype("<u2")
+
+
+def _pool_equal(held: torch.Tensor, offset: int, width: int, out: torch.Tensor) -> None:
+    """Max of held keys [offset, offset + n) (relative to the region, [rows, n]) into bins of `width`
+    keys (out [rows, bins]): the bins it covers whole in one strided view, the two it cuts one by one."""
+    n_keys = held.shape[-1]
+    first_whole, end_whole = -(-offset // width), (offset + n_keys) // width  # bins wholly inside
+    if first_whole < end_whole:
+        inner = held[:, first_whole * width - offset : end_whole * width - offset]
+        out[:, first_whole:end_whole] = inner.unflatten(-1, (end_whole - first_whole, width)).amax(-1)
+    for part in {offset // width, (offset + n_keys - 1) // width} - set(range(first_whole, end_whole)):
+        start, end = max(part * width, offset), min((part + 1) * width, offset + n_keys)
+        out[:, part] = held[:, start - offset : end - offset].amax(-1)
