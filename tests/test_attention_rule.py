@@ -145,3 +145,24 @@ def test_the_entropy_holds_where_a_rows_own_previous_and_first_weights_underflow
     want = plain_attention(query[0], key[0], 1.0, masks_of(n_pos)["causal"])
     assert (rows.probs - want).abs().max() < 1e-6 and want[0, 8, 6:].max() == 0  # underflowed, as in HF eager
     assert (rows.entropy - -torch.special.xlogy(want, want).sum(-1)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"dtype": torch.float16}, "it computes in torch.float16"),
+        ({"kwargs": {"position_bias": torch.zeros(1)}}, "its attention takes position_bias"),
+        ({"batch": 2}, "a batch of 2"),
+        ({"dropout": 0.1}, "it applies dropout"),
+    ],
+)
+def test_a_call_the_kept_path_does_not_model_is_declined_naming_why(change, reason):
+    """The reason reaches the user: it is what 422 patterns_too_long names past the stored limit."""
+    from loupe.capture import _Recording
+
+    module = torch.nn.Module()
+    recording = _Recording({id(module): 0}, lambda *_: None, [0], kept=(lambda *_: None, lambda *_: None))
+    tensor = torch.randn(change.get("batch", 1), 2, T, D, dtype=change.get("dtype", torch.float32))
+    with pytest.raises(NotModelled, match=reason):
+        recording.attend_kept(module, tensor, tensor, tensor, None, None, change.get("dropout", 0.0), change.get("kwargs", {}))
+    assert recording.counts == [0]  # declined before the layer counts as fired

@@ -50,9 +50,10 @@ _MODELLED = frozenset(
 )
 
 
-# Arguments a mixture-of-experts model passes down to every module: they say what to return, not how
-# attention computes (the kept path; the pattern path hands such calls to the model's own function).
-_ROUTING = frozenset({"output_router_logits"})
+# What the kept path models besides: the arguments a mixture-of-experts model passes down to every
+# module, which say what to return, not how attention computes (the pattern path hands such calls to
+# the model's own function), and the soft-cap and sinks AttentionRule applies itself.
+_KEPT_MODELLED = _MODELLED | {"output_router_logits", "softcap", "s_aux"}
 
 
 @dataclass
@@ -92,11 +93,14 @@ class _Recording:
         """The kept path's attention (output [1, q, head, d]): computed chunk by chunk of query rows
         through the layer's AttentionRule, each chunk handed to on_rows, then the layer's queries,
         keys and rule to on_kept. NotModelled where the rule does not model the call."""
-        extra = {name: value for name, value in kwargs.items() if value is not None and name not in _MODELLED | _ROUTING}
-        softcap, sinks = extra.pop("softcap", None), extra.pop("s_aux", None)
-        if extra or dropout or query.dtype != torch.float32 or query.shape[0] != 1 or self.to_cpu:
-            raise NotModelled(f"arguments {sorted(extra)}" if extra else "half precision, dropout, a batch or a spread model")
-        rule = AttentionRule.of_call(module, query, key, mask, scaling, softcap, sinks, kwargs.get("is_causal"))
+        unmodelled = sorted(name for name, value in kwargs.items() if value is not None and name not in _KEPT_MODELLED)
+        why = [why for why, off in (
+            (f"its attention takes {', '.join(unmodelled)}", unmodelled), (f"it computes in {query.dtype}", query.dtype != torch.float32),
+            ("it applies dropout", dropout), (f"a batch of {query.shape[0]}", query.shape[0] != 1), ("it is spread over devices", self.to_cpu),
+        ) if off]  # fmt: skip
+        if why:
+            raise NotModelled("; ".join(why))
+        rule = AttentionRule.of_call(module, query, key, mask, scaling, kwargs.get("softcap"), kwargs.get("s_aux"), kwargs.get("is_causal"))
         layer = self.layer_of[id(module)]
         checkpoint()
         self.counts[layer] += 1

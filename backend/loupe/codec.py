@@ -146,6 +146,13 @@ def _thumbnail_bytes(pooled: torch.Tensor) -> tuple[bytes, list[int]]:
     return zlib.compress(data.tobytes(), level=1), list(data.shape)
 
 
+def _thumbnail_slice(iteration: int, layers: list[torch.Tensor | None]) -> Slice:
+    """One iteration's thumbnails, [head, s, s] per layer (None: a layer without attention, blank)."""
+    blank = torch.zeros_like(next(pooled for pooled in layers if pooled is not None))
+    data, shape = _thumbnail_bytes(torch.stack([blank if pooled is None else pooled for pooled in layers]).cpu())  # [layer, head, s, s]
+    return Slice("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data)
+
+
 def decode_thumbnails(data: bytes, shape: list[int]) -> np.ndarray:
     return np.frombuffer(zlib.decompress(data), dtype=np.uint8).reshape(shape)
 
@@ -210,9 +217,7 @@ class PatternStore:
                     codec, values = self.values.pop(key) if uses[key] == 0 else self.values[key]
                     packed = pool.map(_pack_quantized, values.numpy().view(np.uint16))  # one head per row
                     out += [Slice("pattern", iteration, layer, head, codec, self.shape, data) for head, data in enumerate(packed)]
-                blank = torch.zeros_like(next(self.pooled[key] for key in keys if key is not None))  # a layer without attention
-                data, shape = _thumbnail_bytes(torch.stack([blank if key is None else self.pooled[key] for key in keys]))  # [layer, head, s, s]
-                out.append(Slice("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
+                out.append(_thumbnail_slice(iteration, [None if key is None else self.pooled[key] for key in keys]))
         return out
 
 
@@ -268,9 +273,7 @@ class KeptAttention:
                 out += [Slice("query", iteration, layer, head, F32, list(q.shape), q.numpy().tobytes()) for head, q in enumerate(query)]
                 out += [Slice("key", iteration, layer, head, F32, list(k.shape), k.numpy().tobytes()) for head, k in enumerate(keys_)]
                 out.append(Slice("rule", iteration, layer, -1, RULE, [rule.n_pos], rule.to_bytes()))
-            blank = torch.zeros_like(next(self.pooled[key] for key in keys if key is not None))
-            data, shape = _thumbnail_bytes(torch.stack([blank if key is None else self.pooled[key] for key in keys]).cpu())  # [layer, head, s, s]
-            out.append(Slice("thumbnail", iteration, -1, -1, THUMBNAIL, shape, data))
+            out.append(_thumbnail_slice(iteration, [None if key is None else self.pooled[key] for key in keys]))
         return out
 
 

@@ -174,7 +174,7 @@ def get_attention(
         headers = {"X-Shape": ",".join(map(str, blob.shape)), "X-Codec": blob.codec, **IMMUTABLE}
         return Response(content=blob.data, media_type="application/octet-stream", headers=headers)
     row, rows = runs.head(analysis_id, iteration, layer, head)
-    _refuse_whole_head(rows.n_pos, "JSON" if format == "json" else "one response")
+    _refuse_whole_head(rows.n_pos, MAX_TEXT_HEAD_TOKENS if format == "json" else MAX_WHOLE_HEAD_TOKENS, f"format={format}")
     pattern = rows.whole()  # [query_pos, key_pos]
     headers = {"X-Shape": f"{rows.n_pos},{rows.n_pos}", **IMMUTABLE}
     if format == "stored":
@@ -192,8 +192,8 @@ MAX_TEXT_HEAD_TOKENS = 2048
 MAX_WHOLE_HEAD_TOKENS = 8192
 
 
-def _refuse_whole_head(n_pos: int, what: str) -> None:
-    limit = MAX_TEXT_HEAD_TOKENS if what in ("JSON", "CSV") else MAX_WHOLE_HEAD_TOKENS
+def _refuse_whole_head(n_pos: int, limit: int, what: str) -> None:
+    """TooLong past `limit` tokens, naming the forms that serve such a head."""
     if n_pos > limit:
         other = "with format=u16 or format=stored, or" if limit < MAX_WHOLE_HEAD_TOKENS else "as"
         raise TooLong(
@@ -277,7 +277,7 @@ def export_attention_csv(
 ) -> Response:
     """One head's pattern at one iteration as CSV: `query_pos, key_pos, query_token, key_token, weight`."""
     row, rows = runs.head(analysis_id, iteration, layer, head)
-    _refuse_whole_head(rows.n_pos, "CSV")
+    _refuse_whole_head(rows.n_pos, MAX_TEXT_HEAD_TOKENS, "CSV")
     pattern = _rounded(rows.whole().numpy())
     name = export.file_name(row, "csv", f"L{layer}H{head}-it{iteration}")
     return _download(export.to_csv(*export.pattern_rows(row.result["tokens"], pattern)), "text/csv; charset=utf-8", name)
