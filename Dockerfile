@@ -11,6 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# a C++ compiler: the kept path's attention (backend/loupe/kept_attention.cpp) is built for the CPU it
+# runs on, on first use, into the data volume (TORCH_EXTENSIONS_DIR); without one the torch rows run
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+
 # torch first, from requirements-torch.txt as `make install`: exactly pinned, CPU build (a range, or
 # the default index, pulls CUDA packages of several GB)
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -26,7 +30,8 @@ RUN pip install ".[postgres,queue]"
 COPY frontend ./frontend
 COPY models ./models
 ENV LOUPE_ZOO_DIR=/app/models \
-    LOUPE_FRONTEND_DIR=/app/frontend
+    LOUPE_FRONTEND_DIR=/app/frontend \
+    TORCH_EXTENSIONS_DIR=/data/kernels
 
 RUN useradd --create-home loupe && mkdir -p /data /hf-cache && chown loupe /data /hf-cache
 USER loupe

@@ -4,7 +4,7 @@ from contextlib import contextmanager
 
 import torch
 
-from loupe import attention_rule
+from loupe import attention_rule, fused
 from loupe.analyses.attention import StreamedStats
 from loupe.capture import summarize_and_keep
 from loupe.codec import KeptAttention
@@ -12,19 +12,23 @@ from loupe.loops import LoopSpec
 
 
 @contextmanager
-def small_blocks():
-    """16 query rows a block (the least): a short test prompt spans several, as a long one does."""
-    saved, attention_rule.CHUNK_BYTES = attention_rule.CHUNK_BYTES, 1
+def small_blocks(compiled: bool = True):
+    """16 query rows a block (the least) and, in the compiled kernel, tiles of 8 keys: a short test
+    prompt spans several of each, as a long one does. `compiled` False: the torch rows run instead."""
+    saved = attention_rule.CHUNK_BYTES, fused.BLOCK_ROWS, fused.TILE_KEYS, fused.ENABLED
+    attention_rule.CHUNK_BYTES, fused.BLOCK_ROWS, fused.TILE_KEYS, fused.ENABLED = 1, 16, 8, compiled
     try:
         yield
     finally:
-        attention_rule.CHUNK_BYTES = saved
+        attention_rule.CHUNK_BYTES, fused.BLOCK_ROWS, fused.TILE_KEYS, fused.ENABLED = saved
 
 
-def keep(model, tokens: torch.Tensor, loop: LoopSpec | None = None, bidirectional: bool = False) -> tuple[KeptAttention, StreamedStats]:
+def keep(
+    model, tokens: torch.Tensor, loop: LoopSpec | None = None, bidirectional: bool = False, compiled: bool = True
+) -> tuple[KeptAttention, StreamedStats]:
     """One kept-path forward over tokens [1, pos], in small blocks, the model's lock held."""
     stats = StreamedStats(tokens.shape[1], bidirectional)
-    with small_blocks(), model.lock:
+    with small_blocks(compiled), model.lock:
         return summarize_and_keep(model, tokens, stats.add, loop), stats
 
 

@@ -45,6 +45,23 @@ class Rows:
     n_pos: int  # T: every row's keys
     output: torch.Tensor | None = None  # [head, n, d_v]: the attention output of these rows, when asked for
 
+    def at(self, key_pos: torch.Tensor) -> torch.Tensor:
+        """[head, n]: each row's weight on its key key_pos [n] (0 outside the keys held, which it does not see)."""
+        n_rows, n_keys = self.probs.shape[1:]
+        col = key_pos - self.key_start
+        held = (col >= 0) & (col < n_keys)
+        return torch.where(held, self.probs[:, torch.arange(n_rows, device=self.probs.device), col.clamp(0, n_keys - 1)], 0.0)
+
+    def column_max(self, side: int) -> torch.Tensor:
+        """[head, n, side]: each row's largest weight in each of `side` column bins (`bins`)."""
+        n_heads, n_rows, n_keys = self.probs.shape
+        columns = self.probs.new_zeros((n_heads, n_rows, side))
+        for col, (start, end) in enumerate(bins(self.n_pos, side)):
+            start, end = max(start, self.key_start), min(end, self.key_start + n_keys)
+            if start < end:
+                columns[..., col] = self.probs[..., start - self.key_start : end - self.key_start].amax(-1)
+        return columns
+
 
 @dataclass
 class Block:
@@ -202,6 +219,11 @@ class AttentionRule:
         for start in range(row_start, row_end, step):
             rows = self.rows(query[None, start : min(row_end, start + step)], key[None], start, entropy=False)
             yield Block(start, rows.key_start, rows.probs[0])
+
+
+def bins(n: int, side: int) -> list[tuple[int, int]]:
+    """The [start, end) of each of `side` max-pool bins over n positions, as adaptive_max_pool2d takes them."""
+    return [(i * n // side, -(-(i + 1) * n // side)) for i in range(side)]
 
 
 def _mask_outside(scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from . import fused
 from .attention_rule import AttentionRule, NotModelled, Rows
-from .codec import KeptAttention, PatternStore
+from .codec import THUMBNAIL_SIZE, KeptAttention, PatternStore
 from .loops import LoopSpec, by_iteration, looping, stack_by_iteration
 from .errors import Unsupported
 from .model_store import LoadedModel
@@ -37,7 +38,7 @@ ATTENTION = "loupe_capture"
 KEPT = "loupe_kept"  # the same function under SDPA's boolean masks: the kept path (no T x T float mask)
 
 OnPattern = Callable[[int, int, torch.Tensor], None]
-OnRows = Callable[[int, int, Rows], None]  # (iteration, layer, a chunk of query rows)
+OnRows = Callable[[int, int, "Rows | fused.LayerRows"], None]  # (iteration, layer, a chunk of query rows, or all of them)
 OnKept = Callable[[int, int, torch.Tensor, torch.Tensor, AttentionRule], None]  # (..., query [head, T, d], key [kv_head, T, d], rule)
 
 # Keyword arguments of an attention call that the plain computation below models: bookkeeping,
@@ -107,6 +108,12 @@ class _Recording:
         iteration = self.counts[layer] - 1
         on_rows, on_kept = self.kept
         query, key, value = query[0], key[0], value[0]  # [head, T, d], [kv_head, T, d]
+        compiled = fused.kernel() if query.device.type == "cpu" else None
+        if compiled is not None:  # one pass, no block of weights written out (fused.py)
+            output, rows = fused.attend(compiled, rule, query, key, value, min(THUMBNAIL_SIZE, rule.n_pos))
+            on_rows(iteration, layer, rows)
+            on_kept(iteration, layer, query, key, rule)
+            return output.transpose(0, 1)[None].contiguous()  # [1, T, head, d]
         values_keys = torch.cat([value, key], -1)  # [kv_head, T, d_v + d]: one product gives the output and the entropy
         if rule.groups > 1:
             values_keys = values_keys.repeat_interleave(rule.groups, 0)  # [head, T, d_v + d]

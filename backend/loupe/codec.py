@@ -20,12 +20,16 @@ import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .attention_rule import F32, RULE, AttentionRule, Rows
+from .attention_rule import F32, RULE, AttentionRule, Rows, bins
 from .loops import by_iteration
+
+if TYPE_CHECKING:
+    from .fused import LayerRows
 
 SCALE = 65535
 TRIANGLE = "tri-u16-zlib"
@@ -221,11 +225,6 @@ class PatternStore:
         return out
 
 
-def bins(n: int, side: int) -> list[tuple[int, int]]:
-    """The [start, end) of each of `side` max-pool bins over n positions, as adaptive_max_pool2d takes them."""
-    return [(i * n // side, -(-(i + 1) * n // side)) for i in range(side)]
-
-
 class KeptAttention:
     """The kept path's stored form: every (iteration, layer)'s post-rotary queries [head, T, d] and
     keys [kv_head, T, d] in float32 with its AttentionRule, from which any head is recomputed
@@ -241,18 +240,14 @@ class KeptAttention:
     def add(self, iteration: int, layer: int, query: torch.Tensor, key: torch.Tensor, rule: AttentionRule) -> None:
         self.kept[iteration, layer] = (query.float().cpu().contiguous(), key.float().cpu().contiguous(), rule)  # an accelerator's too
 
-    def pool(self, iteration: int, layer: int, rows: Rows) -> None:
+    def pool(self, iteration: int, layer: int, rows: "Rows | LayerRows") -> None:
         """Fold one chunk of rows into the firing's thumbnails."""
-        n_heads, n_rows, n_keys = rows.probs.shape
         side = min(THUMBNAIL_SIZE, rows.n_pos)
+        columns = rows.column_max(side)  # [head, rows, column bin]
+        n_heads, n_rows, _ = columns.shape
         if (iteration, layer) not in self.pooled:
-            self.pooled[iteration, layer] = rows.probs.new_zeros((n_heads, side, side))
+            self.pooled[iteration, layer] = columns.new_zeros((n_heads, side, side))
         pooled = self.pooled[iteration, layer]
-        columns = rows.probs.new_zeros((n_heads, n_rows, side))  # [head, rows, column bin]
-        for col, (start, end) in enumerate(bins(rows.n_pos, side)):
-            start, end = max(start, rows.key_start), min(end, rows.key_start + n_keys)
-            if start < end:
-                columns[..., col] = rows.probs[..., start - rows.key_start : end - rows.key_start].amax(-1)
         for row, (start, end) in enumerate(bins(rows.n_pos, side)):
             start, end = max(start, rows.start), min(end, rows.start + n_rows)
             if start < end:

@@ -1,12 +1,13 @@
 """Builds the app: services, routers, error handlers, middleware, static files; nothing else."""
 
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from . import __version__
+from . import __version__, fused
 from .api import errors
 from .api.middleware import DeclaredSizeLimit, SecurityHeaders, security_headers
 from .api.routes import analyses, datasets, docs, health, models
@@ -35,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = ModelStore(settings)
         app.state.runs = RunService(settings, app.state.store, cache, jobs)
         app.state.runs.recover()
+        # the kept path's compiled attention, built (about 30 s, once per machine) before a long prompt needs it
+        threading.Thread(target=fused.kernel, name="loupe-kernel-build", daemon=True).start()
         yield
         jobs.shutdown()
         engine.dispose()

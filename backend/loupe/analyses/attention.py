@@ -5,6 +5,7 @@ from pydantic import BaseModel, Field
 
 from ..attention_rule import NotModelled, Rows, unsupported_long
 from ..capture import runs_natively, summarize_and_keep, summarize_and_store
+from ..fused import LayerRows
 from ..loops import LoopSpec, stack_by_iteration
 from ..model_store import LoadedModel
 from .registry import AnalysisOutput, Inputs, register, require_text, rounded
@@ -86,23 +87,16 @@ class StreamedStats:
         self.n_pos, self.bidirectional = n_pos, bidirectional
         self.sums: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # -> stat -> float64 [head]
 
-    def add(self, iteration: int, layer: int, rows: Rows) -> None:
-        probs = rows.probs  # [head, n, keys], keys from rows.key_start
-        n_rows, n_keys = probs.shape[1:]
-        row = torch.arange(n_rows, device=probs.device)
-        pos = row + rows.start
-
-        def at(key_pos: torch.Tensor) -> torch.Tensor:  # [head, n]: each row's weight on key_pos (0 outside the keys held)
-            col = key_pos - rows.key_start
-            held = (col >= 0) & (col < n_keys)
-            return torch.where(held, probs[:, row, col.clamp(0, n_keys - 1)], 0.0)
-
+    def add(self, iteration: int, layer: int, rows: "Rows | LayerRows") -> None:
+        n_heads, n_rows = rows.entropy.shape
+        pos = torch.arange(n_rows, device=rows.entropy.device) + rows.start
+        at = rows.at  # [head, n]: each row's weight on a key position [n]
         visible = torch.log(torch.full_like(pos, self.n_pos, dtype=torch.float32) if self.bidirectional else pos.float() + 1)
         values = {
             "bos": at(torch.zeros_like(pos)), "previous_token": at(pos - 1), "self": at(pos),
             "entropy": rows.entropy / visible.clamp(min=1e-30),
         }
-        sums = self.sums.setdefault((iteration, layer), {name: torch.zeros(probs.shape[0], dtype=torch.float64) for name in values})
+        sums = self.sums.setdefault((iteration, layer), {name: torch.zeros(n_heads, dtype=torch.float64) for name in values})
         for name, value in values.items():
             sums[name] += value[:, pos >= FIRST_QUERY[name]].double().sum(-1).cpu()
 

@@ -1,0 +1,126 @@
+"""The kept path's attention of one layer as one compiled pass (kept_attention.cpp), on the CPU.
+
+AttentionRule.rows computes a block of query rows' probabilities with torch operations: every weight
+is written out, then read again for the output, the statistics and the thumbnails, so at long T a
+layer costs 2-3x SDPA's fused kernel. The kernel makes one flash-style pass over each row's visible
+keys, a tile at a time, and keeps only what the analysis needs: the output, each row's log
+denominator and entropy, and its largest score in each thumbnail column bin (exact: the maximum
+weight of a bin is e^(that score - log Z)). The weights the statistics read (first, previous and own
+key) are recomputed from the queries and keys. Same rule, same float32 math; the tests hold the two
+paths to each other and to HF eager.
+
+The kernel is compiled on first use (about 30 s, cached by torch under TORCH_EXTENSIONS_DIR until
+the source changes; `make install` and the image build it ahead). Where it cannot be built or
+loaded (no C++ compiler, a BLAS without sgemm_) or the tensors are not on the CPU, the torch rows run.
+"""
+
+import functools
+import hashlib
+import logging
+import platform
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from .attention_rule import AttentionRule, bins
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kept_attention.cpp")
+BLOCK_ROWS = 64  # query rows per task
+TILE_KEYS = 512  # keys per tile: 64 x 512 float32 scores (128 KB) stay in a core's L2
+ENABLED = True  # False: always the torch rows (tests compare the two)
+
+
+_lock = threading.Lock()
+
+
+def _host() -> str:
+    """A digest of this CPU's instruction sets: the build is -march=native, so a build folder carried to
+    another CPU (a data volume, a copied cache) is never loaded there, where it could fault."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features")))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
+
+
+@functools.cache
+def _build() -> ModuleType | None:
+    from torch.utils.cpp_extension import load
+
+    try:
+        return load(
+            name=f"loupe_kept_attention_{_host()}", sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno"], verbose=False,
+        )
+    except Exception as error:  # no compiler or ninja, a failed build, a symbol this torch does not export
+        log.warning("Loupe's compiled kept-path attention is unavailable (%s); the torch rows are used", error)
+        return None
+
+
+def kernel() -> ModuleType | None:
+    """The compiled kernel, built on first use (once per process: threads wait for the one build);
+    None where it cannot be had."""
+    if not ENABLED:
+        return None
+    with _lock:
+        return _build()
+
+
+@dataclass
+class LayerRows:
+    """Every query row of one layer as the kernel summarises them (the kept path's OnRows takes it as it
+    takes Rows): entropy [head, T], log_total [head, T] (log of each row's softmax denominator), and
+    the largest score of each row in each of `side` column bins, [head, T, side] (-inf: none seen)."""
+
+    query: torch.Tensor  # [head, T, d]
+    keys: torch.Tensor  # [head, T, d]: each query head's keys
+    rule: AttentionRule
+    entropy: torch.Tensor
+    log_total: torch.Tensor
+    score_max: torch.Tensor
+    start: int = 0
+
+    @property
+    def n_pos(self) -> int:
+        return self.rule.n_pos
+
+    def at(self, key_pos: torch.Tensor) -> torch.Tensor:
+        """[head, T]: each row's weight on its key key_pos [T] (0 where the row does not see it)."""
+        rows = torch.arange(self.n_pos)
+        visible = (key_pos >= self.rule.lo) & (key_pos < self.rule.hi)
+        picked = self.keys[:, key_pos.clamp(0, self.n_pos - 1)]  # [head, T, d]
+        scores = (self.query * self.rule.scaling * picked).sum(-1)
+        if self.rule.softcap is not None:
+            scores = torch.tanh(scores / self.rule.softcap) * self.rule.softcap
+        return torch.where(visible[rows], torch.exp(scores - self.log_total), 0.0)
+
+    def column_max(self, side: int) -> torch.Tensor:
+        """[head, T, side]: each row's largest weight in each column bin."""
+        if side != self.score_max.shape[-1]:
+            raise ValueError(f"the kernel pooled {self.score_max.shape[-1]} column bins, not {side}")
+        return torch.exp(self.score_max - self.log_total[..., None])  # e^-inf = 0: a bin the row does not see
+
+
+def attend(module: ModuleType, rule: AttentionRule, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, side: int) -> tuple[torch.Tensor, LayerRows]:
+    """One layer through the kernel: query [head, T, d], key [kv_head, T, d], value [kv_head, T, d_v]
+    (float32, CPU). Returns (output [head, T, d_v], the rows' summary with `side` column bins)."""
+    edges = torch.tensor(bins(rule.n_pos, side), dtype=torch.long)
+    sinks = torch.empty(0) if rule.sinks is None else rule.sinks.float()
+    output, log_total, weighted, mass, score_max = module.kept_attention(
+        query.contiguous(), key.contiguous(), value.contiguous(), rule.lo, rule.hi, rule.scaling,
+        0.0 if rule.softcap is None else rule.softcap, sinks, edges[:, 0].contiguous(), edges[:, 1].contiguous(),
+        BLOCK_ROWS, TILE_KEYS,
+    )
+    entropy = log_total * mass - weighted  # -sum p log p = log Z sum p - sum p s
+    keys = key.repeat_interleave(rule.groups, 0) if rule.groups > 1 else key
+    return output, LayerRows(query, keys, rule, entropy, log_total, score_max)
+
+
+if __name__ == "__main__":  # `python -m loupe.fused`: build it now (make install, the image)
+    built = kernel()
+    print("compiled kept-path attention:", "ready" if built is not None else "unavailable (the torch rows will run)")
