@@ -46,11 +46,13 @@ def test_the_kernel_equals_plain_attention(kernel, monkeypatch, n_pos, rows, key
     monkeypatch.setattr(fused, "BLOCK_ROWS", rows)
     monkeypatch.setattr(fused, "TILE_KEYS", keys)
     query, key, value, allowed, rule = random_rule(n_pos, mask_name, extra, seed=n_pos)
+    if rows == 5:  # laid out [T, head, d] as a model's projections leave them: strided heads, read in place
+        query, key, value = (x.transpose(0, 1).contiguous().transpose(0, 1) for x in (query, key, value))
     side = min(32, n_pos)
-    output, got = fused.attend(kernel, rule, query, key, value, side)
+    output, got = fused.attend(kernel, rule, query, key, value, side)  # output [T, head, d_v]
     groups = rule.groups
     want = plain_attention(query, key.repeat_interleave(groups, 0), 0.3, allowed, rule.softcap, rule.sinks)  # [head, q, k]
-    assert (output - want @ value.repeat_interleave(groups, 0)).abs().max() < 1e-5
+    assert (output.transpose(0, 1) - want @ value.repeat_interleave(groups, 0)).abs().max() < 1e-5
     assert (got.entropy - -torch.special.xlogy(want, want).sum(-1)).abs().max() < 1e-4
     pos = torch.arange(n_pos)
     heads = torch.arange(len(query))[:, None]
@@ -69,7 +71,7 @@ def test_a_row_that_underflows_but_for_one_key_keeps_its_entropy_and_weights(ker
     rule = AttentionRule.of_call(torch.nn.Module(), query, key, None, 1.0, None, None, None)
     output, got = fused.attend(kernel, rule, query[0], key[0], key[0], 9)
     want = plain_attention(query[0], key[0], 1.0, masks_of(n_pos)["causal"])
-    assert (output[0, :, 0] - want[0] @ key[0, 0, :, 0]).abs().max() < 1e-3  # values of 200
+    assert (output[:, 0, 0] - want[0] @ key[0, 0, :, 0]).abs().max() < 1e-3  # values of 200
     assert (got.entropy - -torch.special.xlogy(want, want).sum(-1)).abs().max() < 1e-4
     assert (got.column_max(9) - want).abs().max() < 1e-6
 
@@ -111,3 +113,10 @@ def test_exp_is_exact_to_float_precision_over_the_range_it_takes(kernel):
     want = torch.softmax(key[0, 0, :, 0].double(), -1)
     relative = ((weights.double() - want) / want).abs()
     assert relative[want > math.exp(-62)].max() < 2e-6
+
+
+def test_the_kernel_refuses_column_bins_that_leave_a_key_out(kernel):
+    """Every key a row sees must fall in a bin (the kernel's running maximum is the bins'): a gap is an error, not a wrong tile."""
+    query, key, value, _, rule = random_rule(20, "causal", "plain", seed=1)
+    with pytest.raises(RuntimeError, match="leave no key out"):
+        kernel.kept_attention(query, key, value, rule.lo, rule.hi, 0.3, 0.0, torch.empty(0), torch.tensor([0, 12]), torch.tensor([10, 20]), 16, 8)

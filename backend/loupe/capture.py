@@ -113,7 +113,7 @@ class _Recording:
             output, rows = fused.attend(compiled, rule, query, key, value, min(THUMBNAIL_SIZE, rule.n_pos))
             on_rows(iteration, layer, rows)
             on_kept(iteration, layer, query, key, rule)
-            return output.transpose(0, 1)[None].contiguous()  # [1, T, head, d]
+            return output[None]  # [1, T, head, d]
         values_keys = torch.cat([value, key], -1)  # [kv_head, T, d_v + d]: one product gives the output and the entropy
         if rule.groups > 1:
             values_keys = values_keys.repeat_interleave(rule.groups, 0)  # [head, T, d_v + d]

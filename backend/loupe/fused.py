@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kept_attention.cpp")
 BLOCK_ROWS = 64  # query rows per task
 TILE_KEYS = 512  # keys per tile: 64 x 512 float32 scores (128 KB) stay in a core's L2
+AT_ROWS = 1024  # rows a block when the stats' weights are recomputed
 ENABLED = True  # False: always the torch rows (tests compare the two)
 
 
@@ -78,7 +79,7 @@ class LayerRows:
     the largest score of each row in each of `side` column bins, [head, T, side] (-inf: none seen)."""
 
     query: torch.Tensor  # [head, T, d]
-    keys: torch.Tensor  # [head, T, d]: each query head's keys
+    key: torch.Tensor  # [kv_head, T, d]
     rule: AttentionRule
     entropy: torch.Tensor
     log_total: torch.Tensor
@@ -90,14 +91,18 @@ class LayerRows:
         return self.rule.n_pos
 
     def at(self, key_pos: torch.Tensor) -> torch.Tensor:
-        """[head, T]: each row's weight on its key key_pos [T] (0 where the row does not see it)."""
-        rows = torch.arange(self.n_pos)
-        visible = (key_pos >= self.rule.lo) & (key_pos < self.rule.hi)
-        picked = self.keys[:, key_pos.clamp(0, self.n_pos - 1)]  # [head, T, d]
-        scores = (self.query * self.rule.scaling * picked).sum(-1)
-        if self.rule.softcap is not None:
-            scores = torch.tanh(scores / self.rule.softcap) * self.rule.softcap
-        return torch.where(visible[rows], torch.exp(scores - self.log_total), 0.0)
+        """[head, T]: each row's weight on its key key_pos [T] (0 where the row does not see it), a
+        block of rows at a time (no [head, T, d] temporaries)."""
+        out = self.log_total.new_empty(self.log_total.shape)
+        for start in range(0, self.n_pos, AT_ROWS):
+            rows = slice(start, start + AT_ROWS)
+            picked = self.key[:, key_pos[rows].clamp(0, self.n_pos - 1)].repeat_interleave(self.rule.groups, 0)  # [head, n, d]
+            scores = torch.linalg.vecdot(self.query[:, rows] * self.rule.scaling, picked)
+            if self.rule.softcap is not None:
+                scores = torch.tanh(scores / self.rule.softcap) * self.rule.softcap
+            visible = (key_pos[rows] >= self.rule.lo[rows]) & (key_pos[rows] < self.rule.hi[rows])
+            out[:, rows] = torch.where(visible, torch.exp(scores - self.log_total[:, rows]), 0.0)
+        return out
 
     def column_max(self, side: int) -> torch.Tensor:
         """[head, T, side]: each row's largest weight in each column bin."""
@@ -108,17 +113,17 @@ class LayerRows:
 
 def attend(module: ModuleType, rule: AttentionRule, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, side: int) -> tuple[torch.Tensor, LayerRows]:
     """One layer through the kernel: query [head, T, d], key [kv_head, T, d], value [kv_head, T, d_v]
-    (float32, CPU). Returns (output [head, T, d_v], the rows' summary with `side` column bins)."""
+    (float32, CPU; any strides with each row's features contiguous, as the model's attention hands
+    them over). Returns (output [T, head, d_v], the rows' summary with `side` column bins)."""
     edges = torch.tensor(bins(rule.n_pos, side), dtype=torch.long)
     sinks = torch.empty(0) if rule.sinks is None else rule.sinks.float()
+    query, key, value = (x if x.stride(-1) == 1 else x.contiguous() for x in (query, key, value))
     output, log_total, weighted, mass, score_max = module.kept_attention(
-        query.contiguous(), key.contiguous(), value.contiguous(), rule.lo, rule.hi, rule.scaling,
-        0.0 if rule.softcap is None else rule.softcap, sinks, edges[:, 0].contiguous(), edges[:, 1].contiguous(),
-        BLOCK_ROWS, TILE_KEYS,
+        query, key, value, rule.lo, rule.hi, rule.scaling, 0.0 if rule.softcap is None else rule.softcap, sinks,
+        edges[:, 0].contiguous(), edges[:, 1].contiguous(), BLOCK_ROWS, TILE_KEYS,
     )
     entropy = log_total * mass - weighted  # -sum p log p = log Z sum p - sum p s
-    keys = key.repeat_interleave(rule.groups, 0) if rule.groups > 1 else key
-    return output, LayerRows(query, keys, rule, entropy, log_total, score_max)
+    return output, LayerRows(query, key, rule, entropy, log_total, score_max)
 
 
 if __name__ == "__main__":  # `python -m loupe.fused`: build it now (make install, the image)

@@ -1,10 +1,10 @@
 // Loupe's kept-path attention on the CPU: one pass over each query row's visible keys (flash-style,
 // an online softmax over key tiles) that gives what the analysis keeps of a layer, and never holds
 // more than one tile of scores per thread:
-//   the attention output, each row's log-denominator, its sum p*s (the entropy is log Z * mass - that),
+//   the attention output ([row, head, d_v]), each row's log-denominator, its sum p*s (the entropy is log Z * mass - that),
 //   its mass on keys (1 but for sinks), and each row's largest score in every thumbnail column bin.
 // The scores are the rule's (attention_rule.py): scaling, GQA groups, one visible interval [lo, hi)
-// per row, soft-capping, sinks. Products go through BLAS (sgemm_, as libtorch_cpu exports it), a tile at a time;
+// per row, soft-capping, sinks; the query rows may be fewer than the T keys. Products go through BLAS (sgemm_, as libtorch_cpu exports it), a tile at a time;
 // the tasks (a head's block of query rows each) through ATen's parallel_for. Built by fused.py.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -118,12 +118,12 @@ std::vector<at::Tensor> kept_attention(
   TORCH_CHECK(query.dim() == 3 && key.dim() == 3 && value.dim() == 3, "query, key, value: [head, T, d]");
   TORCH_CHECK(query.scalar_type() == at::kFloat && key.scalar_type() == at::kFloat && value.scalar_type() == at::kFloat,
               "float32 only");
-  TORCH_CHECK(query.is_contiguous() && key.is_contiguous() && value.is_contiguous(), "contiguous tensors only");
-  const int64_t n_heads = query.size(0), n_pos = query.size(1), d = query.size(2);
+  TORCH_CHECK(query.stride(2) == 1 && key.stride(2) == 1 && value.stride(2) == 1, "each row's features contiguous");
+  const int64_t n_heads = query.size(0), n_queries = query.size(1), n_pos = key.size(1), d = query.size(2);
   const int64_t n_kv = key.size(0), dv = value.size(2), n_bins = bin_start.size(0);
   TORCH_CHECK(n_kv > 0 && n_heads % n_kv == 0, "query heads must be a multiple of key heads");
-  TORCH_CHECK(key.size(1) == n_pos && value.size(1) == n_pos && key.size(2) == d && value.size(0) == n_kv, "shapes");
-  TORCH_CHECK(lo.numel() == n_pos && hi.numel() == n_pos && bin_end.numel() == n_bins, "one interval per row");
+  TORCH_CHECK(value.size(1) == n_pos && key.size(2) == d && value.size(0) == n_kv, "shapes");
+  TORCH_CHECK(lo.numel() == n_queries && hi.numel() == n_queries && bin_end.numel() == n_bins, "one interval per row");
   const int64_t groups = n_heads / n_kv;
   const bool capped = softcap > 0;
   const bool sunk = sinks.numel() > 0;
@@ -131,11 +131,11 @@ std::vector<at::Tensor> kept_attention(
   TORCH_CHECK(block_rows > 0 && tile_keys > 0 && n_bins > 0, "positive block sizes and bins");
 
   auto opts = query.options();
-  at::Tensor out = at::empty({n_heads, n_pos, dv}, opts);
-  at::Tensor log_total = at::empty({n_heads, n_pos}, opts);
-  at::Tensor weighted = at::empty({n_heads, n_pos}, opts);
-  at::Tensor mass = at::empty({n_heads, n_pos}, opts);
-  at::Tensor column_max = at::full({n_heads, n_pos, n_bins}, kNegInf, opts);
+  at::Tensor out = at::empty({n_queries, n_heads, dv}, opts);  // the layout the model's output projection reads
+  at::Tensor log_total = at::empty({n_heads, n_queries}, opts);
+  at::Tensor weighted = at::empty({n_heads, n_queries}, opts);
+  at::Tensor mass = at::empty({n_heads, n_queries}, opts);
+  at::Tensor column_max = at::full({n_heads, n_queries, n_bins}, kNegInf, opts);
 
   const at::Tensor lo_ = lo.to(at::kLong).contiguous(), hi_ = hi.to(at::kLong).contiguous();
   const at::Tensor starts = bin_start.to(at::kLong).contiguous(), ends = bin_end.to(at::kLong).contiguous();
@@ -144,9 +144,17 @@ std::vector<at::Tensor> kept_attention(
   const int64_t *start_p = starts.data_ptr<int64_t>(), *end_p = ends.data_ptr<int64_t>();
   const float* sink_p = sunk ? sinks_.data_ptr<float>() : nullptr;
   const float *q_p = query.data_ptr<float>(), *k_p = key.data_ptr<float>(), *v_p = value.data_ptr<float>();
+  const int64_t q_row = query.stride(1), k_row = key.stride(1), v_row = value.stride(1);  // any head-major or row-major layout
+  TORCH_CHECK(q_row >= d && k_row >= d && v_row >= dv, "rows that do not overlap");
   float *out_p = out.data_ptr<float>(), *lz_p = log_total.data_ptr<float>(), *w_p = weighted.data_ptr<float>();
   float *mass_p = mass.data_ptr<float>(), *cm_p = column_max.data_ptr<float>();
 
+  for (int64_t row = 0; row < n_queries; ++row)
+    TORCH_CHECK(0 <= lo_p[row] && lo_p[row] < hi_p[row] && hi_p[row] <= n_pos, "each row sees keys within [0, T)");
+  TORCH_CHECK(start_p[0] == 0 && end_p[n_bins - 1] == n_pos && start_p[n_bins - 1] < n_pos, "the column bins cover every key");
+  for (int64_t bin = 0; bin + 1 < n_bins; ++bin)
+    TORCH_CHECK(start_p[bin] < end_p[bin] && start_p[bin] <= start_p[bin + 1] && start_p[bin + 1] <= end_p[bin] &&
+                end_p[bin] <= end_p[bin + 1], "the column bins are sorted and leave no key out");
   // the first bin that ends after each key position (bins are sorted and cover [0, T))
   std::vector<int64_t> first_bin(n_pos);
   for (int64_t pos = 0, bin = 0; pos < n_pos; ++pos) {
@@ -154,16 +162,16 @@ std::vector<at::Tensor> kept_attention(
     first_bin[pos] = bin;
   }
   const float cap = static_cast<float>(softcap), scale = static_cast<float>(scaling);
-  const int64_t n_blocks = (n_pos + block_rows - 1) / block_rows;
+  const int64_t n_blocks = (n_queries + block_rows - 1) / block_rows;
 
   at::parallel_for(0, n_heads * n_blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(block_rows * tile_keys), top(block_rows), total(block_rows), sum_ps(block_rows), acc(block_rows * dv);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task / n_blocks, row0 = (task % n_blocks) * block_rows;
-      const int64_t n_rows = std::min(block_rows, n_pos - row0), kv = head / groups;
-      const float* q = q_p + (head * n_pos + row0) * d;
-      const float* k = k_p + kv * n_pos * d;
-      const float* v = v_p + kv * n_pos * dv;
+      const int64_t n_rows = std::min(block_rows, n_queries - row0), kv = head / groups;
+      const float* q = q_p + head * query.stride(0) + row0 * q_row;
+      const float* k = k_p + kv * key.stride(0);
+      const float* v = v_p + kv * value.stride(0);
       int64_t first = n_pos, last = 0;
       for (int64_t i = 0; i < n_rows; ++i) {
         first = std::min(first, lo_p[row0 + i]);
@@ -176,7 +184,7 @@ std::vector<at::Tensor> kept_attention(
       for (int64_t k0 = first; k0 < last; k0 += tile_keys) {
         const int64_t n_keys = std::min(tile_keys, last - k0);
         // scores [row, key] = scale * q . k   (column-major: K^T Q)
-        gemm('T', 'N', n_keys, n_rows, d, scale, k + k0 * d, d, q, d, 0.0f, scores.data(), n_keys);
+        gemm('T', 'N', n_keys, n_rows, d, scale, k + k0 * k_row, k_row, q, q_row, 0.0f, scores.data(), n_keys);
         for (int64_t i = 0; i < n_rows; ++i) {
           const int64_t row = row0 + i;
           float* s = scores.data() + i * n_keys;
@@ -187,7 +195,7 @@ std::vector<at::Tensor> kept_attention(
           if (capped)
             for (int64_t j = a; j < b; ++j) s[j] = cap * std::tanh(s[j] / cap);
           float tile_max = kNegInf;
-          float* columns = cm_p + (head * n_pos + row) * n_bins;
+          float* columns = cm_p + (head * n_queries + row) * n_bins;
           for (int64_t bin = first_bin[k0 + a]; bin < n_bins && start_p[bin] < k0 + b; ++bin) {
             const int64_t from = std::max(start_p[bin] - k0, a), to = std::min(end_p[bin] - k0, b);
             const float seg = max_of(s, from, to);
@@ -204,13 +212,14 @@ std::vector<at::Tensor> kept_attention(
             for (int64_t c = 0; c < dv; ++c) acc[i * dv + c] *= shrink;
         }
         // acc [row, c] += p [row, key] v [key, c]   (column-major: V^T P^T)
-        gemm('N', 'N', dv, n_rows, n_keys, 1.0f, v + k0 * dv, dv, scores.data(), n_keys, 1.0f, acc.data(), dv);
+        gemm('N', 'N', dv, n_rows, n_keys, 1.0f, v + k0 * v_row, v_row, scores.data(), n_keys, 1.0f, acc.data(), dv);
       }
       for (int64_t i = 0; i < n_rows; ++i) {
-        const int64_t at_ = head * n_pos + row0 + i;
+        const int64_t at_ = head * n_queries + row0 + i;
         const float sink = sunk ? std::exp(sink_p[head] - top[i]) : 0.0f;
         const float z = total[i] + sink;
-        for (int64_t c = 0; c < dv; ++c) out_p[at_ * dv + c] = acc[i * dv + c] / z;
+        float* written = out_p + ((row0 + i) * n_heads + head) * dv;
+        for (int64_t c = 0; c < dv; ++c) written[c] = acc[i * dv + c] / z;
         lz_p[at_] = top[i] + std::log(z);
         w_p[at_] = sum_ps[i] / z;
         mass_p[at_] = total[i] / z;
