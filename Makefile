@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements-torch.txt
 	# torch first, from requirements-torch.txt as the Docker image: exactly pinned, CPU build
 	$(PY) -m pip install -q -r requirements-torch.txt
 	$(PY) -m pip install -q -e ".[dev]"
-	# the kept path's compiled attention (about 30 s; without a C++ compiler the torch rows run)
+	# the kept path's compiled attention (about 20 s; without a C++ compiler the torch rows run)
 	$(PY) -m loupe.fused
 	touch $(STAMP)
 

@@ -9,16 +9,20 @@ weight of a bin is e^(that score - log Z)). The weights the statistics read (fir
 key) are recomputed from the queries and keys. Same rule, same float32 math; the tests hold the two
 paths to each other and to HF eager.
 
-The kernel is compiled on first use (about 30 s, cached by torch under TORCH_EXTENSIONS_DIR until
-the source changes; `make install` and the image build it ahead). Where it cannot be built or
-loaded (no C++ compiler, a BLAS without sgemm_) or the tensors are not on the CPU, the torch rows run.
+The kernel is compiled on first use (about 20 s on 2 cores; `make install` and the server's start
+build it ahead) into TORCH_EXTENSIONS_DIR (torch's default: ~/.cache/torch_extensions), a folder per
+CPU, Python and torch, rebuilt when the source changes. Where it cannot be built or loaded (no C++
+compiler, a BLAS without sgemm_) or the tensors are not on the CPU, the torch rows run.
 """
 
 import functools
 import hashlib
 import logging
+import os
 import platform
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -34,28 +38,36 @@ BLOCK_ROWS = 64  # query rows per task
 TILE_KEYS = 512  # keys per tile: 64 x 512 float32 scores (128 KB) stay in a core's L2
 AT_ROWS = 1024  # rows a block when the stats' weights are recomputed
 ENABLED = True  # False: always the torch rows (tests compare the two)
-
+STALE_LOCK_S = 600  # a build lock older than this is a killed build's (a build takes about 20 s)
 
 _lock = threading.Lock()
 
 
-def _host() -> str:
-    """A digest of this CPU's instruction sets: the build is -march=native, so a build folder carried to
-    another CPU (a data volume, a copied cache) is never loaded there, where it could fault."""
+def _build_key() -> str:
+    """A digest of this CPU's instruction sets, Python and torch: the build is -march=native against
+    torch's headers, so a build folder carried to another CPU (a data volume, a copied cache) or kept
+    across a torch upgrade is never loaded, where it could fault."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features")))
     except (OSError, StopIteration):
         flags = platform.processor()
-    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
+    return hashlib.sha256(f"{platform.machine()} {flags} {sys.version_info[:2]} {torch.__version__}".encode()).hexdigest()[:10]
 
 
 @functools.cache
 def _build() -> ModuleType | None:
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import get_default_build_root, load
 
+    name = f"loupe_kept_attention_{_build_key()}"
+    folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / "lock"  # torch waits for it without end: a build killed midway leaves it behind
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            log.warning("removing %s, left by a build that stopped %d s ago", lock, time.time() - lock.stat().st_mtime)
+            lock.unlink(missing_ok=True)
         return load(
-            name=f"loupe_kept_attention_{_host()}", sources=[str(SOURCE)],
+            name=name, sources=[str(SOURCE)], build_directory=str(folder),
             extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno"], verbose=False,
         )
     except Exception as error:  # no compiler or ninja, a failed build, a symbol this torch does not export

@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = ModelStore(settings)
         app.state.runs = RunService(settings, app.state.store, cache, jobs)
         app.state.runs.recover()
-        # the kept path's compiled attention, built (about 30 s, once per machine) before a long prompt needs it
+        # the kept path's compiled attention, built (about 20 s, once per machine) before a long prompt needs it
         threading.Thread(target=fused.kernel, name="loupe-kernel-build", daemon=True).start()
         yield
         jobs.shutdown()
