@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -60,6 +61,9 @@ def _build() -> ModuleType | None:
 
     name = f"loupe_kept_attention_{_build_key()}"
     folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
+    here = str(Path(sys.executable).parent)  # the virtualenv's bin: pip's ninja, when PATH does not name it
+    if shutil.which("ninja") is None and shutil.which("ninja", path=here) is not None:
+        os.environ["PATH"] = os.pathsep.join([here, os.environ.get("PATH", "")])
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = folder / "lock"  # torch waits for it without end: a build killed midway leaves it behind
