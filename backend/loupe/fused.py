@@ -55,6 +55,21 @@ def _build_key() -> str:
     return hashlib.sha256(f"{platform.machine()} {flags} {sys.version_info[:2]} {torch.__version__}".encode()).hexdigest()[:10]
 
 
+def _wait_for_lock(lock: Path) -> None:
+    """Until another process' build ends (its lock file gone), or its lock is older than STALE_LOCK_S: a
+    build killed midway leaves its lock behind, and torch would wait for it without end."""
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > STALE_LOCK_S:
+            log.warning("removing %s, left by a build that stopped %d s ago", lock, age)
+            lock.unlink(missing_ok=True)
+            return
+        time.sleep(0.5)
+
+
 @functools.cache
 def _build() -> ModuleType | None:
     from torch.utils.cpp_extension import get_default_build_root, load
@@ -66,10 +81,7 @@ def _build() -> ModuleType | None:
         os.environ["PATH"] = os.pathsep.join([here, os.environ.get("PATH", "")])
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = folder / "lock"  # torch waits for it without end: a build killed midway leaves it behind
-        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
-            log.warning("removing %s, left by a build that stopped %d s ago", lock, time.time() - lock.stat().st_mtime)
-            lock.unlink(missing_ok=True)
+        _wait_for_lock(folder / "lock")
         return load(
             name=name, sources=[str(SOURCE)], build_directory=str(folder),
             extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno"], verbose=False,
@@ -134,11 +146,10 @@ def attend(module: ModuleType, rule: AttentionRule, query: torch.Tensor, key: to
     edges = torch.tensor(bins(rule.n_pos, side), dtype=torch.long)
     sinks = torch.empty(0) if rule.sinks is None else rule.sinks.float()
     query, key, value = (x if x.stride(-1) == 1 else x.contiguous() for x in (query, key, value))
-    output, log_total, weighted, mass, score_max = module.kept_attention(
+    output, log_total, entropy, score_max = module.kept_attention(
         query, key, value, rule.lo, rule.hi, rule.scaling, 0.0 if rule.softcap is None else rule.softcap, sinks,
         edges[:, 0].contiguous(), edges[:, 1].contiguous(), BLOCK_ROWS, TILE_KEYS,
     )
-    entropy = log_total * mass - weighted  # -sum p log p = log Z sum p - sum p s
     return output, LayerRows(query, key, rule, entropy, log_total, score_max)
 
 

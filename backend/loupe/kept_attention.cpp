@@ -1,8 +1,8 @@
 // Loupe's kept-path attention on the CPU: one pass over each query row's visible keys (flash-style,
 // an online softmax over key tiles) that gives what the analysis keeps of a layer, and never holds
 // more than one tile of scores per thread:
-//   the attention output ([row, head, d_v]), each row's log-denominator, its sum p*s (the entropy is log Z * mass - that),
-//   its mass on keys (1 but for sinks), and each row's largest score in every thumbnail column bin.
+//   the attention output ([row, head, d_v]), each row's log-denominator log Z and entropy (summed as
+//   p (s - running max), so no large logit cancels), and each row's largest score in every thumbnail column bin.
 // The scores are the rule's (attention_rule.py): scaling, GQA groups, one visible interval [lo, hi)
 // per row, soft-capping, sinks; the query rows may be fewer than the T keys. Products go through BLAS (sgemm_, as libtorch_cpu exports it), a tile at a time;
 // the tasks (a head's block of query rows each) through ATen's parallel_for. Built by fused.py.
@@ -67,7 +67,7 @@ inline Floats exp_nonpositive(Floats x) {
   const Ints bits = (__builtin_convertvector(n, Ints) + 127) << 23;
   Floats scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return x < -64.0f ? splat(0.0f) : y * scale;
+  return x < -64.0f ? splat(0.0f) : (x == x ? y * scale : x);  // a NaN score stays NaN, as in eager attention
 }
 
 inline float exp_nonpositive(float x) {
@@ -88,25 +88,25 @@ inline float max_of(const float* s, int64_t from, int64_t to) {
   return best;
 }
 
-// s[from, to) becomes e^(s - peak); returns (sum of those, sum of each times its s)
+// s[from, to) becomes e^(s - peak); returns (sum of those, sum of each times its s - peak)
 inline std::pair<float, float> exp_in_place(float* s, int64_t from, int64_t to, float peak) {
   Floats total{}, weighted{};
   int64_t j = from;
   for (; j + kLanes <= to; j += kLanes) {
-    const Floats x = load(s + j), p = exp_nonpositive(x - peak);
+    const Floats x = load(s + j) - peak, p = exp_nonpositive(x);
     total += p;
     weighted += p * x;
     store(s + j, p);
   }
-  float sum = 0.0f, sum_ps = 0.0f;
-  for (int64_t lane = 0; lane < kLanes; ++lane) sum += total[lane], sum_ps += weighted[lane];
+  float sum = 0.0f, sum_px = 0.0f;
+  for (int64_t lane = 0; lane < kLanes; ++lane) sum += total[lane], sum_px += weighted[lane];
   for (; j < to; ++j) {
-    const float p = exp_nonpositive(s[j] - peak);
+    const float x = s[j] - peak, p = exp_nonpositive(x);
     sum += p;
-    sum_ps += p * s[j];
+    sum_px += p * x;
     s[j] = p;
   }
-  return {sum, sum_ps};
+  return {sum, sum_px};
 }
 
 }  // namespace
@@ -133,8 +133,7 @@ std::vector<at::Tensor> kept_attention(
   auto opts = query.options();
   at::Tensor out = at::empty({n_queries, n_heads, dv}, opts);  // the layout the model's output projection reads
   at::Tensor log_total = at::empty({n_heads, n_queries}, opts);
-  at::Tensor weighted = at::empty({n_heads, n_queries}, opts);
-  at::Tensor mass = at::empty({n_heads, n_queries}, opts);
+  at::Tensor entropy = at::empty({n_heads, n_queries}, opts);
   at::Tensor column_max = at::full({n_heads, n_queries, n_bins}, kNegInf, opts);
 
   const at::Tensor lo_ = lo.to(at::kLong).contiguous(), hi_ = hi.to(at::kLong).contiguous();
@@ -144,10 +143,11 @@ std::vector<at::Tensor> kept_attention(
   const int64_t *start_p = starts.data_ptr<int64_t>(), *end_p = ends.data_ptr<int64_t>();
   const float* sink_p = sunk ? sinks_.data_ptr<float>() : nullptr;
   const float *q_p = query.data_ptr<float>(), *k_p = key.data_ptr<float>(), *v_p = value.data_ptr<float>();
-  const int64_t q_row = query.stride(1), k_row = key.stride(1), v_row = value.stride(1);  // any head-major or row-major layout
+  // any head-major or row-major layout (a dimension of one row has no meaningful stride)
+  const int64_t q_row = n_queries > 1 ? query.stride(1) : d, k_row = n_pos > 1 ? key.stride(1) : d, v_row = n_pos > 1 ? value.stride(1) : dv;
   TORCH_CHECK(q_row >= d && k_row >= d && v_row >= dv, "rows that do not overlap");
-  float *out_p = out.data_ptr<float>(), *lz_p = log_total.data_ptr<float>(), *w_p = weighted.data_ptr<float>();
-  float *mass_p = mass.data_ptr<float>(), *cm_p = column_max.data_ptr<float>();
+  float *out_p = out.data_ptr<float>(), *lz_p = log_total.data_ptr<float>(), *h_p = entropy.data_ptr<float>();
+  float* cm_p = column_max.data_ptr<float>();
 
   for (int64_t row = 0; row < n_queries; ++row)
     TORCH_CHECK(0 <= lo_p[row] && lo_p[row] < hi_p[row] && hi_p[row] <= n_pos, "each row sees keys within [0, T)");
@@ -165,7 +165,7 @@ std::vector<at::Tensor> kept_attention(
   const int64_t n_blocks = (n_queries + block_rows - 1) / block_rows;
 
   at::parallel_for(0, n_heads * n_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(block_rows * tile_keys), top(block_rows), total(block_rows), sum_ps(block_rows), acc(block_rows * dv);
+    std::vector<float> scores(block_rows * tile_keys), top(block_rows), total(block_rows), spread(block_rows), acc(block_rows * dv);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task / n_blocks, row0 = (task % n_blocks) * block_rows;
       const int64_t n_rows = std::min(block_rows, n_queries - row0), kv = head / groups;
@@ -179,7 +179,7 @@ std::vector<at::Tensor> kept_attention(
       }
       std::fill(top.begin(), top.end(), kNegInf);
       std::fill(total.begin(), total.end(), 0.0f);
-      std::fill(sum_ps.begin(), sum_ps.end(), 0.0f);
+      std::fill(spread.begin(), spread.end(), 0.0f);
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t k0 = first; k0 < last; k0 += tile_keys) {
         const int64_t n_keys = std::min(tile_keys, last - k0);
@@ -204,10 +204,11 @@ std::vector<at::Tensor> kept_attention(
           }
           const float peak = std::max(top[i], tile_max);
           const float shrink = top[i] == kNegInf ? 0.0f : std::exp(top[i] - peak);
-          const auto [row_total, row_ps] = exp_in_place(s, a, b, peak);
+          const auto [row_total, row_px] = exp_in_place(s, a, b, peak);
+          // spread: sum e^(s - top) (s - top); moving top to peak adds (top - peak) to every earlier term
+          spread[i] = top[i] == kNegInf ? row_px : (spread[i] + (top[i] - peak) * total[i]) * shrink + row_px;
           top[i] = peak;
           total[i] = total[i] * shrink + row_total;
-          sum_ps[i] = sum_ps[i] * shrink + row_ps;
           if (shrink != 1.0f)
             for (int64_t c = 0; c < dv; ++c) acc[i * dv + c] *= shrink;
         }
@@ -216,19 +217,25 @@ std::vector<at::Tensor> kept_attention(
       }
       for (int64_t i = 0; i < n_rows; ++i) {
         const int64_t at_ = head * n_queries + row0 + i;
-        const float sink = sunk ? std::exp(sink_p[head] - top[i]) : 0.0f;
-        const float z = total[i] + sink;
+        // relative to the larger of the row's top score and its sink, so a sink far above every score stays finite
+        const float peak = sunk ? std::max(top[i], sink_p[head]) : top[i];
+        const float keys = std::exp(top[i] - peak);  // 1 unless the sink is higher
+        const float z = total[i] * keys + (sunk ? std::exp(sink_p[head] - peak) : 0.0f);
+        const float scale_keys = keys / z;  // p_j = e^(s_j - top) * scale_keys
         float* written = out_p + ((row0 + i) * n_heads + head) * dv;
-        for (int64_t c = 0; c < dv; ++c) written[c] = acc[i * dv + c] / z;
-        lz_p[at_] = top[i] + std::log(z);
-        w_p[at_] = sum_ps[i] / z;
-        mass_p[at_] = total[i] / z;
+        for (int64_t c = 0; c < dv; ++c) written[c] = acc[i * dv + c] * scale_keys;
+        lz_p[at_] = peak + std::log(z);
+        // -sum p log p, log p_j = (s_j - top) + (top - log Z), and top - log Z taken without log Z's large part
+        const float below = (top[i] - peak) - std::log(z);
+        h_p[at_] = total[i] == 0.0f ? 0.0f : -scale_keys * (spread[i] + below * total[i]);
       }
     }
   });
-  return {out, log_total, weighted, mass, column_max};
+  return {out, log_total, entropy, column_max};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("kept_attention", &kept_attention, "Loupe's kept-path attention of one layer (see the file's head)");
+  // the GIL is released: a layer at long T takes seconds, and the server's job threads share its process
+  m.def("kept_attention", &kept_attention, "Loupe's kept-path attention of one layer (see the file's head)",
+        py::call_guard<py::gil_scoped_release>());
 }
