@@ -16,10 +16,10 @@ import torch
 
 from loupe import fused
 from loupe.analyses.attention import StreamedStats
-from loupe.attention_rule import AttentionRule, bins
+from loupe.attention_rule import AttentionRule
 from loupe.codec import KeptAttention
 
-from .test_fused import kernel  # noqa: F401 (the fixture)
+from .test_fused import check, kernel  # noqa: F401 (kernel: the fixture)
 
 
 def reference(query, key, value, rule):
@@ -40,23 +40,9 @@ def reference(query, key, value, rule):
     return probs, (probs @ value).transpose(0, 1)
 
 
-def check(kernel, monkeypatch, query, key, value, rule, rows, keys, tolerance=1e-5):
-    """The kernel's output, entropy, first/previous/own weights and column maxima against float64 eager."""
-    monkeypatch.setattr(fused, "BLOCK_ROWS", rows)
-    monkeypatch.setattr(fused, "TILE_KEYS", keys)
-    n_pos = rule.n_pos
-    side = min(32, n_pos)
-    output, got = fused.attend(kernel, rule, query, key, value, side)
-    want, want_output = reference(query, key, value, rule)
-    assert (output.double() - want_output).abs().max() < tolerance
-    assert (got.entropy.double() - -torch.special.xlogy(want, want).sum(-1)).abs().max() < 10 * tolerance
-    pos = torch.arange(n_pos)
-    heads = torch.arange(len(query))[:, None]
-    for key_pos in (torch.zeros_like(pos), pos - 1, pos):
-        wanted = torch.where((key_pos >= 0)[None], want[heads, pos, key_pos.clamp(min=0)], 0.0)
-        assert (got.at(key_pos).double() - wanted).abs().max() < tolerance
-    columns = torch.stack([want[..., start:end].amax(-1) for start, end in bins(n_pos, side)], -1)
-    assert (got.column_max(side).double() - columns).abs().max() < tolerance
+def check_rule(kernel, monkeypatch, query, key, value, rule, rows, keys, tolerance=1e-5):
+    """test_fused.check against float64 eager attention of the rule."""
+    check(kernel, monkeypatch, rule, query, key, value, reference(query, key, value, rule)[0], rows, keys, tolerance)
 
 
 def intervals(name: str, n_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +63,7 @@ def test_prompts_of_one_to_three_tokens(kernel, monkeypatch, n_pos, rows, keys):
     generator = torch.Generator().manual_seed(n_pos)
     query, key, value = (torch.randn(2, n_pos, 4, generator=generator) * 2 for _ in range(3))
     for lo, hi in ((torch.zeros(n_pos, dtype=torch.long), torch.arange(1, n_pos + 1)), (torch.zeros(n_pos, dtype=torch.long), torch.full((n_pos,), n_pos))):
-        check(kernel, monkeypatch, query, key, value, AttentionRule(0.5, 1, lo, hi), rows, keys)
+        check_rule(kernel, monkeypatch, query, key, value, AttentionRule(0.5, 1, lo, hi), rows, keys)
 
 
 @pytest.mark.parametrize("mask_name", ["causal", "sliding window 5", "chunks of 13", "bidirectional window 4", "late and early rows"])
@@ -92,7 +78,7 @@ def test_gqa_of_four_with_wider_values_read_in_place(kernel, monkeypatch, mask_n
     value = torch.randn(n_pos, 2, 24, generator=generator).transpose(0, 1)
     lo, hi = intervals(mask_name, n_pos)
     softcap, sinks = (2.5, torch.randn(8, generator=generator) * 3) if extra != "plain" else (None, None)
-    check(kernel, monkeypatch, query, key, value, AttentionRule(0.25, 4, lo, hi, softcap, sinks), rows, keys)
+    check_rule(kernel, monkeypatch, query, key, value, AttentionRule(0.25, 4, lo, hi, softcap, sinks), rows, keys)
 
 
 @pytest.mark.parametrize("step", [1.0, 30.0, 100.0])
@@ -106,10 +92,10 @@ def test_a_running_maximum_that_climbs_by_large_steps_across_tiles(kernel, monke
     key = (pos.float() * step / 8).view(1, n_pos, 1)
     value = torch.randn(1, n_pos, 3, generator=torch.Generator().manual_seed(0))
     rule = AttentionRule(8.0, 1, torch.zeros(n_pos, dtype=torch.long), pos + 1)
-    check(kernel, monkeypatch, query, key, value, rule, rows, keys, tolerance=2e-5)
+    check_rule(kernel, monkeypatch, query, key, value, rule, rows, keys, tolerance=2e-5)
     falling = -pos.float().view(1, n_pos, 1)
     falling[0, -1] = 500.0
-    check(kernel, monkeypatch, query, falling, value, AttentionRule(1.0, 1, rule.lo, rule.hi), rows, keys)
+    check_rule(kernel, monkeypatch, query, falling, value, AttentionRule(1.0, 1, rule.lo, rule.hi), rows, keys)
 
 
 def test_the_entropy_keeps_its_precision_under_large_logits(kernel):

@@ -91,9 +91,10 @@ class _Recording:
         self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         mask: torch.Tensor | None, scaling: float | None, dropout: float, kwargs: dict[str, Any],
     ) -> torch.Tensor:
-        """The kept path's attention (output [1, q, head, d]): computed chunk by chunk of query rows
-        through the layer's AttentionRule, each chunk handed to on_rows, then the layer's queries,
-        keys and rule to on_kept. NotModelled where the rule does not model the call."""
+        """The kept path's attention (output [1, q, head, d]) through the layer's AttentionRule: in one
+        compiled pass (fused.py) whose summary of every row goes to on_rows, or, without the kernel,
+        chunk by chunk of query rows, each chunk to on_rows; then the layer's queries, keys and rule
+        to on_kept. NotModelled where the rule does not model the call."""
         unmodelled = sorted(name for name, value in kwargs.items() if value is not None and name not in _KEPT_MODELLED)
         why = [why for why, off in (
             (f"its attention takes {', '.join(unmodelled)}", unmodelled), (f"it computes in {query.dtype}", query.dtype != torch.float32),
@@ -383,12 +384,13 @@ def summarize_and_store(
 
 def summarize_and_keep(model: LoadedModel, tokens: torch.Tensor, on_rows: OnRows, loop: LoopSpec | None = None) -> KeptAttention:
     """One forward pass over tokens [1, pos] on the kept path: on_rows sees every (iteration, layer)'s
-    probabilities a chunk of query rows at a time, and the returned KeptAttention holds each firing's
-    queries, keys, rule and thumbnails. NotModelled (before or during the pass) where the model's
-    attention is not what AttentionRule computes: the caller stores patterns instead."""
+    rows (the kernel's summary of them all, or their probabilities a chunk at a time), and the
+    returned KeptAttention holds each firing's queries, keys, rule and thumbnails. NotModelled
+    (before or during the pass) where the model's attention is not what AttentionRule computes: the
+    caller stores patterns instead."""
     kept = KeptAttention(model.n_layers)
 
-    def rows(iteration: int, layer: int, chunk: Rows) -> None:
+    def rows(iteration: int, layer: int, chunk: "Rows | fused.LayerRows") -> None:
         kept.pool(iteration, layer, chunk)
         on_rows(iteration, layer, chunk)
 

@@ -241,7 +241,7 @@ class KeptAttention:
         self.kept[iteration, layer] = (query.float().cpu().contiguous(), key.float().cpu().contiguous(), rule)  # an accelerator's too
 
     def pool(self, iteration: int, layer: int, rows: "Rows | LayerRows") -> None:
-        """Fold one chunk of rows into the firing's thumbnails."""
+        """Fold one chunk of rows (or a whole layer's, from the kernel) into the firing's thumbnails."""
         side = min(THUMBNAIL_SIZE, rows.n_pos)
         columns = rows.column_max(side)  # [head, rows, column bin]
         n_heads, n_rows, _ = columns.shape

@@ -91,6 +91,12 @@ def _build() -> ModuleType | None:
         return None
 
 
+def build_in_background() -> None:
+    """Build (or load) the kernel in a thread, so the first long prompt does not wait for it: where
+    analyses run (the server without a queue, a `loupe worker`)."""
+    threading.Thread(target=kernel, name="loupe-kernel-build", daemon=True).start()
+
+
 def kernel() -> ModuleType | None:
     """The compiled kernel, built on first use (once per process: threads wait for the one build);
     None where it cannot be had."""

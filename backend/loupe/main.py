@@ -1,6 +1,5 @@
 """Builds the app: services, routers, error handlers, middleware, static files; nothing else."""
 
-import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -36,8 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = ModelStore(settings)
         app.state.runs = RunService(settings, app.state.store, cache, jobs)
         app.state.runs.recover()
-        # the kept path's compiled attention, built (about 20 s, once per machine) before a long prompt needs it
-        threading.Thread(target=fused.kernel, name="loupe-kernel-build", daemon=True).start()
+        if not settings.queue_url:  # analyses run here (with a queue, in the workers: redis_jobs.work)
+            fused.build_in_background()
         yield
         jobs.shutdown()
         engine.dispose()

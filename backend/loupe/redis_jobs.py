@@ -31,6 +31,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
+from . import fused
 from . import progress as job_progress
 from .errors import AnalysisFailed, AppError, Interrupted, TooManyJobs, WorkersBusy
 from .progress import Progress
@@ -310,6 +311,7 @@ def work(url: str, name: str | None = None) -> None:
     Settings, database and model store are set up before the first job."""
     redis = connect(url)
     _worker_service()
+    fused.build_in_background()
     queues = [Queue(QUICK, connection=redis), Queue(QUEUE, connection=redis)]  # quick requests first
     worker = SimpleWorker(queues, connection=redis, name=name)
     worker.work(with_scheduler=False)

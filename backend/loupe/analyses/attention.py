@@ -71,10 +71,11 @@ def head_stats(pattern: torch.Tensor, bidirectional: bool = False) -> dict[str, 
 
 
 # From this many tokens on, a model whose attention AttentionRule models keeps queries and keys
-# instead of patterns. Measured on the bench's GPT-2 small (d_head 64), forward and encoding, median
-# of 3: at T = 512 both take the same time and the patterns store 21 MiB against the kept 36 MiB; at
-# T = 1,024 the kept path takes 0.73x the time and stores 72 MiB against 78 MiB; beyond, patterns
-# grow as T^2 and the kept form as T.
+# instead of patterns. Measured on the bench's GPT-2 small (d_head 64), analysis and encoding, best
+# of 3, the kept path through the compiled kernel: it is faster from 256 tokens on (0.76x at 512,
+# 0.63x at 1,024) but stores more below about 1,000 (36 MiB against the patterns' 21 MiB at 512, 72
+# against 78 at 1,024), and below 512 the page reads whole stored patterns; beyond, patterns grow as
+# T^2 and the kept form as T.
 KEPT_FROM_TOKENS = 1024
 
 
